@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gpuforge/gpuforge/recipes"
 )
 
 // EventType says what an Event reports.
@@ -163,8 +165,8 @@ func (s *JSONSink) Err() error {
 	return s.err
 }
 
-// RedactedValue replaces a secret in redacted text.
-const RedactedValue = "(sensitive value)"
+// RedactedValue replaces a secret in redacted text: "(sensitive value)", the same text package recipes uses.
+const RedactedValue = recipes.Redacted
 
 // Redactor replaces secrets (an NGC API key, a registry password) in text with RedactedValue. The zero
 // Redactor, and a nil *Redactor, redact nothing. A Redactor is safe for concurrent use.

@@ -318,7 +318,7 @@ func (b *planner) machineImage(t *PlanTarget, m *recipes.MachineImage) {
 	runs = append(runs, aptLines(m.Repositories, m.Packages)...)
 	runs = append(runs, "install kernel "+m.Kernel+", initramfs, bootloader, cloud-init, openssh-server")
 	for _, rt := range m.Runtimes {
-		switch rt.Name {
+		switch rt.Type {
 		case "docker":
 			runs = append(runs, "install docker ("+or(rt.Edition, "ce")+")")
 		case "nvidia":
@@ -370,12 +370,18 @@ func (b *planner) machineImage(t *PlanTarget, m *recipes.MachineImage) {
 		up := b.stage(t, StageAMIUpload, "upload the raw disk to an EBS snapshot (EBS direct APIs)", []string{boot2.ID}, []string{
 			"StartSnapshot, PutSnapshotBlock (512 KiB, SHA-256), CompleteSnapshot",
 		})
-		reg := b.stage(t, StageAMIRegister, "register AMI "+a.Name, []string{up.ID}, []string{
-			fmt.Sprintf("RegisterImage %s, %s, boot %s, IMDS %s", a.Name, or(a.Architecture, "x86_64"), or(a.BootMode, "uefi"), or(a.IMDS, "v2.0")),
+		home := "the default region"
+		if len(a.Regions) > 0 {
+			home = a.Regions[0]
+		}
+		reg := b.stage(t, StageAMIRegister, "register AMI "+a.Name+" in "+home, []string{up.ID}, []string{
+			fmt.Sprintf("RegisterImage %s, %s, boot %s, IMDS %s, ENA, tags gpuforge:build-id", a.Name, or(a.Architecture, "x86_64"), or(a.BootMode, "uefi"), or(a.IMDS, "v2.0")),
 		})
 		var runs []string
-		for _, region := range a.Regions {
-			runs = append(runs, "CopyImage to "+region)
+		for i, region := range a.Regions {
+			if i > 0 {
+				runs = append(runs, "CopyImage "+a.Regions[0]+" -> "+region)
+			}
 			t.Outputs = append(t.Outputs, "ami:"+region)
 		}
 		if s := a.Share; s != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/platforms"
 	"github.com/distribution/reference"
 	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 
 	"github.com/gpuforge/gpuforge/recipes/compat"
 )
@@ -105,7 +106,9 @@ func (c *checker) base(b *Base) {
 }
 
 func (c *checker) repository(rp *Repository) {
-	if u, err := url.Parse(rp.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "file") || (u.Scheme != "file" && u.Host == "") {
+	if rp.URL == "" {
+		// missing: reported by decoding
+	} else if u, err := url.Parse(rp.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "file") || (u.Scheme != "file" && u.Host == "") {
 		c.errorf(rp.URLRange, "Invalid repository URL", "The repository URL %q must be an http://, https:// or file:// URL.", rp.URL)
 	}
 	switch {
@@ -124,13 +127,13 @@ func (c *checker) driver(d *Driver) {
 	}
 	c.oneOf(d.KernelModule, d.KernelModuleRange, "kernel module flavor", "open", "proprietary")
 	c.oneOf(d.Source, d.SourceRange, "driver source", "distro", "nvidia")
-	for _, g := range d.GPUs {
+	for i, g := range d.GPUs {
 		gpu, ok := compat.LookupGPU(g)
 		if !ok {
-			c.warnf(d.GPUsRange, "Unknown GPU model", "gpuforge has no data on the GPU %q, so it cannot check that this driver supports it.", g)
+			c.warnf(c.elem(d.GPUsRange, i), "Unknown GPU model", "gpuforge has no data on the GPU %q, so it cannot check that this driver supports it.", g)
 			continue
 		}
-		c.openOnPreTuring(d, gpu, g, d.GPUsRange)
+		c.openOnPreTuring(d, gpu, g, c.elem(d.GPUsRange, i))
 	}
 }
 
@@ -151,7 +154,7 @@ func (c *checker) openOnPreTuring(d *Driver, gpu compat.GPU, named string, where
 }
 
 func (c *checker) runtime(rt *Runtime) {
-	switch rt.Name {
+	switch rt.Type {
 	case "docker":
 		c.oneOf(rt.Edition, rt.EditionRange, "docker edition", "ce", "distro")
 		c.notFor(rt, rt.ToolkitVersion != "", rt.ToolkitVersionRange, "toolkit_version", "nvidia")
@@ -161,19 +164,20 @@ func (c *checker) runtime(rt *Runtime) {
 		c.oneOf(rt.Mode, rt.ModeRange, "NVIDIA runtime mode", "cdi", "legacy")
 		c.notFor(rt, rt.Edition != "", rt.EditionRange, "edition", "docker")
 		c.notFor(rt, rt.Version != "", rt.VersionRange, "version", "docker")
-	default:
-		lbl := c.l.blocks[KindRuntime][rt.Name]
+	case "":
 		rng := rt.DeclRange
-		if lbl != nil && len(lbl.LabelRanges) > 0 {
-			rng = lbl.LabelRanges[0]
+		if b := c.l.blocks[KindRuntime][rt.Name]; b != nil && len(b.LabelRanges) > 0 {
+			rng = b.LabelRanges[0]
 		}
-		c.errorf(rng, "Unknown runtime", "runtime %q is not one gpuforge installs. The label names the runtime: \"docker\" (edition ce or distro) or \"nvidia\" (the NVIDIA container toolkit).%s", rt.Name, didYouMean(rt.Name, []string{"docker", "nvidia"}))
+		c.errorf(rng, "Missing runtime type", "runtime %q needs type = \"docker\" or type = \"nvidia\" (the NVIDIA container toolkit). The type may be left out only when the label is docker or nvidia.%s", rt.Name, didYouMean(rt.Name, []string{"docker", "nvidia"}))
+	default:
+		c.errorf(rt.TypeRange, "Unknown runtime", "runtime type %q is not one gpuforge installs: use \"docker\" (edition ce or distro) or \"nvidia\" (the NVIDIA container toolkit).%s", rt.Type, didYouMean(rt.Type, []string{"docker", "nvidia"}))
 	}
 }
 
 func (c *checker) notFor(rt *Runtime, set bool, rng hcl.Range, attr, belongs string) {
 	if set {
-		c.errorf(rng, "Unsupported argument", "%s is a setting of runtime %q, not of runtime %q.", attr, belongs, rt.Name)
+		c.errorf(rng, "Unsupported argument", "%s is a setting of %s runtimes; runtime %q is a %s runtime.", attr, belongs, rt.Name, rt.Type)
 	}
 }
 
@@ -230,20 +234,20 @@ func (c *checker) image(img *Image) {
 	if isSet(img.KernelExpr) {
 		c.errorf(img.KernelExpr.Range(), "A container image has no kernel", "Containers run on the host's kernel, so kernel belongs to a machine_image.")
 	}
-	if img.From.Ref == nil && img.From.Image == "" {
+	if img.From.Ref == nil && img.From.Image == "" && !isSet(img.FromExpr) {
 		c.errorf(img.DeclRange, "Missing required argument", "image %q needs from: a base, a framework, another image, or an image reference string.", img.Name)
 	}
 	if img.From.Image != "" {
 		c.imageRef(img.From.Image, img.From.Range, "The from image")
 	}
-	if img.From.Ref != nil && img.From.Ref.Kind == KindImage && c.r.Image(img.From.Ref.Name) == nil {
+	if img.From.Ref != nil && img.From.Ref.Kind == KindImage && c.r.Image(img.From.Ref.Name) == nil && c.l.blocks[KindImage][img.From.Ref.Name] != nil {
 		c.errorf(img.From.Range, "Ambiguous image reference", "image.%s has a matrix and stands for several images; an image can only be built from one.", img.From.Ref.Name)
 	}
-	for _, p := range img.Platforms {
-		c.platform(p, img.PlatformsRange)
+	for i, p := range img.Platforms {
+		c.platform(p, c.elem(img.PlatformsRange, i))
 	}
-	for _, t := range img.Tags {
-		c.tag(t, img.TagsRange, KindImage+"."+img.Name)
+	for i, t := range img.Tags {
+		c.tag(t, c.elem(img.TagsRange, i), KindImage+"."+img.Name)
 	}
 	for _, cp := range img.Copies {
 		c.copy(cp)
@@ -276,10 +280,10 @@ func (c *checker) tag(t string, rng hcl.Range, owner string) {
 
 func (c *checker) copy(cp *Copy) {
 	if filepath.IsAbs(cp.Src) || strings.HasPrefix(filepath.Clean(cp.Src), "..") {
-		c.errorf(cp.DeclRange, "Copy source outside the recipe", "copy src %q must be a path inside the recipe's directory: only that directory is sent to the builder.", cp.Src)
+		c.errorf(cp.SrcRange, "Copy source outside the recipe", "copy src %q must be a path inside the recipe's directory: only that directory is sent to the builder.", cp.Src)
 	}
 	if !strings.HasPrefix(cp.Dst, "/") {
-		c.errorf(cp.DeclRange, "Relative copy destination", "copy dst %q must be an absolute path in the image.", cp.Dst)
+		c.errorf(cp.DstRange, "Relative copy destination", "copy dst %q must be an absolute path in the image.", cp.Dst)
 	}
 }
 
@@ -317,8 +321,8 @@ func (c *checker) machineImage(m *MachineImage) {
 	}
 	var docker, nvidia bool
 	for _, rt := range m.Runtimes {
-		docker = docker || rt.Name == "docker"
-		nvidia = nvidia || rt.Name == "nvidia"
+		docker = docker || rt.Type == "docker"
+		nvidia = nvidia || rt.Type == "nvidia"
 	}
 	if nvidia && !docker {
 		c.errorf(m.RuntimesExpr.Range(), "NVIDIA runtime without a container engine", "runtime.nvidia configures a container engine for GPUs; add runtime.docker to runtimes.")
@@ -335,15 +339,21 @@ func (c *checker) machineImage(m *MachineImage) {
 		}
 	}
 
-	instanceTypes := append([]string{}, m.InstanceTypes...)
-	itRange := m.InstanceTypesRange
-	if m.AMI != nil && len(m.AMI.InstanceTypes) > 0 {
-		instanceTypes = append(instanceTypes, m.AMI.InstanceTypes...)
-		if len(m.InstanceTypes) == 0 {
-			itRange = m.AMI.InstanceTypesRange
+	type instanceType struct {
+		name string
+		rng  hcl.Range
+	}
+	var instanceTypes []instanceType
+	for i, it := range m.InstanceTypes {
+		instanceTypes = append(instanceTypes, instanceType{it, c.elem(m.InstanceTypesRange, i)})
+	}
+	if m.AMI != nil {
+		for i, it := range m.AMI.InstanceTypes {
+			instanceTypes = append(instanceTypes, instanceType{it, c.elem(m.AMI.InstanceTypesRange, i)})
 		}
 	}
-	for _, it := range instanceTypes {
+	for _, entry := range instanceTypes {
+		it, itRange := entry.name, entry.rng
 		model, _, vendor, ok := compat.LookupInstanceType(it)
 		switch {
 		case !ok:
@@ -371,8 +381,8 @@ func (c *checker) machineImage(m *MachineImage) {
 				c.errorf(d.SizeRange, "Invalid disk size", "%s.", err)
 			}
 		}
-		for _, f := range d.Formats {
-			c.oneOf(f, d.FormatsRange, "disk format", "raw", "qcow2", "vmdk", "vhd")
+		for i, f := range d.Formats {
+			c.oneOf(f, c.elem(d.FormatsRange, i), "disk format", "raw", "qcow2", "vmdk", "vhd")
 		}
 		c.oneOf(d.Boot, d.BootRange, "boot mode", "uefi", "bios")
 	}
@@ -382,9 +392,9 @@ func (c *checker) machineImage(m *MachineImage) {
 }
 
 func (c *checker) ami(m *MachineImage, a *AMI) {
-	for _, r := range a.Regions {
+	for i, r := range a.Regions {
 		if !regionRe.MatchString(r) {
-			c.errorf(a.RegionsRange, "Invalid AWS region", "%q is not an AWS region name such as us-east-1.", r)
+			c.errorf(c.elem(a.RegionsRange, i), "Invalid AWS region", "%q is not an AWS region name such as us-east-1.", r)
 		}
 	}
 	c.oneOf(a.Architecture, a.ArchitectureRange, "AMI architecture", "x86_64", "arm64")
@@ -481,7 +491,7 @@ func (c *checker) validate(v *Validate) {
 		c.errorf(v.GPUsRange, "Invalid GPU selection", "gpus %q: %s. Write \"all\", indices like \"0,1\" (as NV_GPU=0,1 did), or UUIDs from nvidia-smi -L.", v.GPUs, err)
 	}
 	v.GPUSelection = sel
-	if v.Target.Kind == KindImage && c.r.Image(v.Target.Name) == nil && v.Target.Name != "" {
+	if v.Target.Kind == KindImage && c.r.Image(v.Target.Name) == nil && c.l.blocks[KindImage][v.Target.Name] != nil {
 		c.errorf(v.Target.Range, "Ambiguous validation target", "image.%s has a matrix and stands for several images; validate each by its own name, or use a matrix on the validate target instead.", v.Target.Name)
 	}
 	if v.NvidiaSMI == nil && v.ResNet50 == nil && v.Host == nil {
@@ -531,4 +541,27 @@ func (c *checker) registry(rg *Registry) {
 	if rg.Password != "" && !c.l.tainted[KindRegistry+"."+rg.Name+".password"] {
 		c.warnf(rg.DeclRange, "Password written into the recipe", "The password of registry %q is not from a sensitive variable, so it can appear in plans and logs. Use password_env, or a variable with sensitive = true.", rg.Name)
 	}
+}
+
+// elem narrows an attribute's range to its i-th element when the attribute is written as a
+// list literal, so a finding about one tag or platform points at that element.
+func (c *checker) elem(attrRange hcl.Range, i int) hcl.Range {
+	f := c.r.Files[attrRange.Filename]
+	if f == nil {
+		return attrRange
+	}
+	body, ok := f.Body.(*hclsyntax.Body)
+	if !ok {
+		return attrRange
+	}
+	out := attrRange
+	_ = hclsyntax.VisitAll(body, func(n hclsyntax.Node) hcl.Diagnostics {
+		if a, ok := n.(*hclsyntax.Attribute); ok && a.SrcRange == attrRange {
+			if t, ok := a.Expr.(*hclsyntax.TupleConsExpr); ok && i < len(t.Exprs) {
+				out = t.Exprs[i].Range()
+			}
+		}
+		return nil
+	})
+	return out
 }

@@ -59,13 +59,14 @@ func (l *loader) evaluate() hcl.Diagnostics {
 		}
 	}
 
-	order, cdiags := topoSort(addrs, nodes)
+	order, inCycle, cdiags := topoSort(addrs, nodes)
 	diags = append(diags, cdiags...)
+	// Members of a cycle read each other as unknown values, so each is still decoded and
+	// checked, and nothing reports the cycle a second time.
+	for addr := range inCycle {
+		l.setValue(nodes[addr], cty.DynamicVal)
+	}
 	for _, addr := range order {
-		if cdiags.HasErrors() && l.failed[addr] {
-			l.setValue(nodes[addr], cty.DynamicVal)
-			continue
-		}
 		diags = append(diags, l.evalNode(nodes[addr])...)
 	}
 	return diags
@@ -168,7 +169,7 @@ func refDiag(rng hcl.Range, summary, detail string) *hcl.Diagnostic {
 
 // topoSort orders nodes so each comes after what it references, in declaration order where the
 // graph allows. Each cycle is reported once, at the reference that closes it.
-func topoSort(addrs []string, nodes map[string]*node) ([]string, hcl.Diagnostics) {
+func topoSort(addrs []string, nodes map[string]*node) ([]string, map[string]bool, hcl.Diagnostics) {
 	const (
 		white = iota
 		grey
@@ -179,6 +180,7 @@ func topoSort(addrs []string, nodes map[string]*node) ([]string, hcl.Diagnostics
 	var diags hcl.Diagnostics
 	var stack []string
 	reported := map[string]bool{}
+	inCycle := map[string]bool{}
 	var visit func(addr string)
 	visit = func(addr string) {
 		color[addr] = grey
@@ -193,6 +195,9 @@ func topoSort(addrs []string, nodes map[string]*node) ([]string, hcl.Diagnostics
 			case grey:
 				start := indexOf(stack, r.to)
 				cycle := append(append([]string{}, stack[start:]...), r.to)
+				for _, m := range cycle {
+					inCycle[m] = true
+				}
 				key := cycleKey(cycle)
 				if !reported[key] {
 					reported[key] = true
@@ -215,7 +220,7 @@ func topoSort(addrs []string, nodes map[string]*node) ([]string, hcl.Diagnostics
 			visit(a)
 		}
 	}
-	return order, diags
+	return order, inCycle, diags
 }
 
 func cycleKey(cycle []string) string {
@@ -301,6 +306,9 @@ func (l *loader) taintedExpr(n *node, expr hcl.Expression) bool {
 func (l *loader) evalNode(n *node) hcl.Diagnostics {
 	ctx := l.evalContext()
 	if n.local != nil {
+		if _, done := l.locals[strings.TrimPrefix(n.addr, "local.")]; done {
+			return nil // a member of a cycle, already unknown
+		}
 		v, diags := n.local.Expr.Value(ctx)
 		if diags.HasErrors() {
 			v = cty.DynamicVal
@@ -395,6 +403,9 @@ func (l *loader) decodeBlock(n *node, ctx *hcl.EvalContext) hcl.Diagnostics {
 		v := &Runtime{}
 		diags := gohcl.DecodeBody(b.Body, ctx, v)
 		v.Name, v.DeclRange = b.Labels[0], b.DefRange
+		if v.Type == "" && (v.Name == "docker" || v.Name == "nvidia") {
+			v.Type = v.Name
+		}
 		l.r.Runtimes = append(l.r.Runtimes, v)
 		return diags
 	case KindFramework:

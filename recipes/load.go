@@ -195,6 +195,7 @@ func (l *loader) load() hcl.Diagnostics {
 		}
 	}
 
+	diags = append(diags, l.checkFunctionNames()...)
 	diags = append(diags, l.decodeVariables(varBlocks)...)
 	diags = append(diags, l.checkValidations()...)
 	diags = append(diags, l.evaluate()...)
@@ -215,10 +216,14 @@ func sortedAttrs(attrs hcl.Attributes) []*hcl.Attribute {
 }
 
 func duplicateDiag(what, name string, first, second hcl.Range) *hcl.Diagnostic {
+	article := "A"
+	if strings.ContainsRune("aeiou", rune(what[0])) {
+		article = "An"
+	}
 	return &hcl.Diagnostic{
 		Severity: hcl.DiagError,
 		Summary:  fmt.Sprintf("Duplicate %s %q", what, name),
-		Detail:   fmt.Sprintf("A %s named %q was already declared at %s. Names must be unique within a recipe, across all its files.", what, name, first),
+		Detail:   fmt.Sprintf("%s %s named %q was already declared at %s. Names must be unique within a recipe, across all its files.", article, strings.ReplaceAll(what, "_", " "), name, first),
 		Subject:  second.Ptr(),
 	}
 }
@@ -262,7 +267,13 @@ func dedupe(diags hcl.Diagnostics) hcl.Diagnostics {
 	seen := map[string]bool{}
 	var refRanges []hcl.Range
 	var out hcl.Diagnostics
+	cascade := diags.HasErrors()
 	for _, d := range diags {
+		// An unknown value only comes from an expression that already failed, so HCL's
+		// "value must be known" repeats an error reported at its cause.
+		if cascade && d.Detail == "Unsuitable value: value must be known" {
+			continue
+		}
 		key := d.Summary
 		if d.Subject != nil {
 			key += "@" + d.Subject.String()
@@ -288,4 +299,45 @@ func dedupe(diags hcl.Diagnostics) hcl.Diagnostics {
 		out = append(out, d)
 	}
 	return out
+}
+
+// checkFunctionNames reports calls to functions that do not exist, before any evaluation, with a
+// suggestion chosen deterministically (HCL's own depends on map order).
+func (l *loader) checkFunctionNames() hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	names := mapKeys(l.funcs)
+	for _, f := range l.bodies {
+		body, ok := f.Body.(*hclsyntax.Body)
+		if !ok {
+			continue
+		}
+		// Type constraints (type = list(string)) look like calls but are not evaluated.
+		var typeExprs []hcl.Range
+		for _, b := range body.Blocks {
+			if a := b.Body.Attributes["type"]; b.Type == KindVariable && a != nil {
+				typeExprs = append(typeExprs, a.Expr.Range())
+			}
+		}
+		_ = hclsyntax.VisitAll(body, func(n hclsyntax.Node) hcl.Diagnostics {
+			call, ok := n.(*hclsyntax.FunctionCallExpr)
+			if !ok {
+				return nil
+			}
+			for _, r := range typeExprs {
+				if r.Overlaps(call.NameRange) {
+					return nil
+				}
+			}
+			if _, known := l.funcs[call.Name]; !known {
+				diags = append(diags, &hcl.Diagnostic{
+					Severity: hcl.DiagError,
+					Summary:  "Call to unknown function",
+					Detail:   fmt.Sprintf("There is no function named %q.%s", call.Name, didYouMean(call.Name, names)),
+					Subject:  call.NameRange.Ptr(),
+				})
+			}
+			return nil
+		})
+	}
+	return diags
 }

@@ -52,6 +52,11 @@ func (l *loader) refsIn(expr hcl.Expression, attr string, kinds []string, allowS
 			out = append(out, Source{Ref: &Ref{Kind: kind, Name: name, Range: rng}, Range: rng})
 			continue
 		}
+		if tr, d := hcl.AbsTraversalForExpr(e); !d.HasErrors() {
+			if _, known := lookupVar(ctx, tr.RootName()); !known {
+				continue // an unknown name, reported with the reference graph
+			}
+		}
 		if !allowString {
 			diags = append(diags, &hcl.Diagnostic{
 				Severity: hcl.DiagError,
@@ -541,4 +546,14 @@ func (r *Recipe) Select(names []string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// lookupVar finds a variable in a context or its parents (matrix values live in a child).
+func lookupVar(ctx *hcl.EvalContext, name string) (cty.Value, bool) {
+	for c := ctx; c != nil; c = c.Parent() {
+		if v, ok := c.Variables[name]; ok {
+			return v, true
+		}
+	}
+	return cty.NilVal, false
 }

@@ -136,9 +136,11 @@ type Driver struct {
 // BranchNumber is the driver branch as a number (550 for "550" or "550.127.05"), 0 if unparseable.
 func (d *Driver) BranchNumber() int { return leadingInt(d.Branch) }
 
-// Runtime is a container runtime of a machine image; its label says which: "docker" or "nvidia".
+// Runtime is a container runtime of a machine image: docker, or the NVIDIA container toolkit.
+// Its type defaults to its label, so runtime "docker" {} and runtime "nvidia" {} need no type.
 type Runtime struct {
 	Name           string    `hcl:"name,label"`
+	Type           string    `hcl:"type,optional"`            // docker | nvidia
 	Edition        string    `hcl:"edition,optional"`         // docker: ce | distro
 	Version        string    `hcl:"version,optional"`         // docker: package version pin
 	ToolkitVersion string    `hcl:"toolkit_version,optional"` // nvidia: container toolkit version
@@ -146,6 +148,7 @@ type Runtime struct {
 	DefaultRuntime *bool     `hcl:"default_runtime,optional"` // nvidia: make it docker's default runtime
 	DeclRange      hcl.Range `hcl:",def_range"`
 
+	TypeRange           hcl.Range `hcl:"type,attr_range"`
 	EditionRange        hcl.Range `hcl:"edition,attr_range"`
 	VersionRange        hcl.Range `hcl:"version,attr_range"`
 	ToolkitVersionRange hcl.Range `hcl:"toolkit_version,attr_range"`
@@ -176,6 +179,8 @@ type Copy struct {
 	Chown     string    `hcl:"chown,optional"`
 	Chmod     string    `hcl:"chmod,optional"`
 	DeclRange hcl.Range `hcl:",def_range"`
+	SrcRange  hcl.Range `hcl:"src,attr_range"`
+	DstRange  hcl.Range `hcl:"dst,attr_range"`
 }
 
 // Secret is a BuildKit secret mount available to run commands, from an environment variable or a file.

@@ -1,0 +1,15 @@
+base "debian" {
+  image = "debian:bookworm"
+}
+
+machine_image "node" {
+  from   = base.debian
+  kernel = "linux-image-cloud-amd64"
+  disk {
+    boot = "bios"
+  }
+  ami {
+    name      = "node"
+    boot_mode = "uefi"
+  }
+}

@@ -1,0 +1,6 @@
+base "debian" {
+  bootstrap {
+    suite   = "bookworm"
+    variant = "minimal"
+  }
+}

@@ -1,0 +1,7 @@
+image "a" {
+  from = "debian:bookworm"
+  copy {
+    src = "../secrets"
+    dst = "etc/secrets"
+  }
+}

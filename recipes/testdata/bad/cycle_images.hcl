@@ -1,0 +1,7 @@
+image "a" {
+  from = image.b
+}
+
+image "b" {
+  from = image.a
+}

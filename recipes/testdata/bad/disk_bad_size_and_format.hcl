@@ -1,0 +1,12 @@
+base "debian" {
+  image = "debian:bookworm"
+}
+
+machine_image "node" {
+  from   = base.debian
+  kernel = "linux-image-cloud-amd64"
+  disk {
+    size    = "forty gigs"
+    formats = ["raw", "ova"]
+  }
+}

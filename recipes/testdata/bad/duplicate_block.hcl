@@ -1,0 +1,7 @@
+image "a" {
+  from = "debian:bookworm"
+}
+
+image "a" {
+  from = "debian:trixie"
+}

@@ -1,0 +1,7 @@
+locals {
+  suite = "bookworm"
+}
+
+locals {
+  suite = "trixie"
+}

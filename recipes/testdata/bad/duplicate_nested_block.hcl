@@ -1,0 +1,14 @@
+base "debian" {
+  image = "debian:bookworm"
+}
+
+machine_image "node" {
+  from   = base.debian
+  kernel = "linux-image-cloud-amd64"
+  disk {
+    size = "8GiB"
+  }
+  disk {
+    size = "16GiB"
+  }
+}

@@ -1,0 +1,3 @@
+image "a" "b" {
+  from = "debian:bookworm"
+}

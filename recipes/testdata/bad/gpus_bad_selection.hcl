@@ -1,0 +1,9 @@
+image "a" {
+  from = "debian:bookworm"
+}
+
+validate "gpu" {
+  target = image.a
+  gpus   = "0,x"
+  nvidia_smi {}
+}

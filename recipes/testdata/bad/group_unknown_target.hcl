@@ -1,0 +1,7 @@
+image "a" {
+  from = "debian:bookworm"
+}
+
+group "default" {
+  targets = ["a", "b"]
+}

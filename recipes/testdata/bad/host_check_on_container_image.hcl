@@ -1,0 +1,8 @@
+image "a" {
+  from = "debian:bookworm"
+}
+
+validate "gpu" {
+  target = image.a
+  host {}
+}

@@ -1,0 +1,3 @@
+image "a" {
+  from = "debian@sha256:1234"
+}

@@ -1,0 +1,3 @@
+base "ubuntu" {
+  image = "Ubuntu:24.04"
+}

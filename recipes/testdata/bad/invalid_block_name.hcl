@@ -1,0 +1,3 @@
+image "1st" {
+  from = "debian:bookworm"
+}

@@ -1,0 +1,4 @@
+image "trainer" {
+  from   = "debian:bookworm"
+  kernel = "linux-image-cloud-amd64"
+}

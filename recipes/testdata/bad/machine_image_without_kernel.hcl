@@ -1,0 +1,7 @@
+base "debian" {
+  image = "debian:bookworm"
+}
+
+machine_image "node" {
+  from = base.debian
+}

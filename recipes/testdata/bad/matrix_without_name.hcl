@@ -1,0 +1,6 @@
+image "py" {
+  matrix = {
+    python = ["3.10", "3.11"]
+  }
+  from = "python:${python}"
+}

@@ -1,0 +1,3 @@
+image {
+  from = "debian:bookworm"
+}

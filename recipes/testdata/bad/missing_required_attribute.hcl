@@ -1,0 +1,3 @@
+repository "cuda" {
+  key_file = "keys/cuda.gpg"
+}

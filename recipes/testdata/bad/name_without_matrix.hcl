@@ -1,0 +1,4 @@
+image "a" {
+  name = "b"
+  from = "debian:bookworm"
+}

@@ -1,0 +1,3 @@
+framework "pytorch" {
+  image = "nvcr.io/nvidia/pytorch:latest"
+}

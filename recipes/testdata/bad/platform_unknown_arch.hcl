@@ -1,0 +1,4 @@
+image "a" {
+  from      = "debian:bookworm"
+  platforms = ["linux/x86"]
+}

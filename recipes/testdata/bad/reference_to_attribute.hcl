@@ -1,0 +1,7 @@
+base "debian" {
+  image = "debian:bookworm"
+}
+
+image "a" {
+  from = base.debian.image
+}

@@ -1,0 +1,4 @@
+registry "private" {
+  host = "registry.example.com"
+  auth = "basic"
+}

@@ -1,0 +1,3 @@
+registry "private" {
+  host = "https://registry.example.com/v2"
+}

@@ -1,0 +1,6 @@
+registry "private" {
+  host     = "registry.example.com"
+  auth     = "basic"
+  username = "ci"
+  password = "hunter22"
+}

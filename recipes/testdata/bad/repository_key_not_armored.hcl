@@ -1,0 +1,4 @@
+repository "cuda" {
+  url = "https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64/"
+  key = "not a key"
+}

@@ -1,0 +1,4 @@
+runtime "docker" {
+  edition         = "ce"
+  toolkit_version = "1.17.*"
+}

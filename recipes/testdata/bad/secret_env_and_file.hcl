@@ -1,0 +1,7 @@
+image "a" {
+  from = "debian:bookworm"
+  secret "ngc" {
+    env  = "NGC_API_KEY"
+    file = "ngc.key"
+  }
+}

@@ -1,0 +1,3 @@
+image "a" {
+  from = image.a
+}

@@ -1,0 +1,2 @@
+image "a" {
+  from = "debian:bookworm"

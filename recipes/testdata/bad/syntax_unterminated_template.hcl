@@ -1,0 +1,3 @@
+image "a" {
+  from = "debian:${var.suite"
+}

@@ -1,0 +1,4 @@
+image "a" {
+  from = "debian:bookworm"
+  push = "yes please"
+}

@@ -1,0 +1,4 @@
+image "a" {
+  from = "debian:bookworm"
+  tagz = ["registry.example.com/a:1"]
+}

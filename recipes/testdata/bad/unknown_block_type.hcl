@@ -1,0 +1,3 @@
+imge "a" {
+  from = "debian:bookworm"
+}

@@ -1,0 +1,8 @@
+image "a" {
+  from = "debian:bookworm"
+}
+
+validate "gpu" {
+  target = imag.a
+  nvidia_smi {}
+}

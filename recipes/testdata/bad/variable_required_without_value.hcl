@@ -1,0 +1,4 @@
+variable "registry_password" {
+  type      = string
+  sensitive = true
+}

@@ -1,0 +1,4 @@
+variable "suite" {
+  type    = strin
+  default = "bookworm"
+}

@@ -1,0 +1,7 @@
+driver "nvidia" {
+  branch = "550"
+}
+
+image "a" {
+  from = driver.nvidia
+}
