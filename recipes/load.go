@@ -52,7 +52,7 @@ func Load(path string, opts Options) (*Recipe, hcl.Diagnostics) {
 		diags = append(diags, l.addSource(f, src)...)
 	}
 	diags = append(diags, l.load()...)
-	return l.r, dedupe(diags)
+	return l.r, l.sorted(dedupe(diags))
 }
 
 // LoadSource loads a recipe held in memory, as if read from filename (tests and fuzzing).
@@ -60,7 +60,31 @@ func LoadSource(filename string, src []byte, opts Options) (*Recipe, hcl.Diagnos
 	l := newLoader(filename, opts)
 	diags := l.addSource(filename, src)
 	diags = append(diags, l.load()...)
-	return l.r, dedupe(diags)
+	return l.r, l.sorted(dedupe(diags))
+}
+
+// sorted orders diagnostics as a reader meets them: by file, then position; those without a
+// range (variables from the command line) first.
+func (l *loader) sorted(diags hcl.Diagnostics) hcl.Diagnostics {
+	fileIdx := map[string]int{}
+	for i, f := range l.r.FileNames {
+		fileIdx[f] = i + 1
+	}
+	key := func(d *hcl.Diagnostic) (int, int) {
+		if d.Subject == nil {
+			return -1, 0
+		}
+		return fileIdx[d.Subject.Filename], d.Subject.Start.Byte
+	}
+	sort.SliceStable(diags, func(i, j int) bool {
+		fi, bi := key(diags[i])
+		fj, bj := key(diags[j])
+		if fi != fj {
+			return fi < fj
+		}
+		return bi < bj
+	})
+	return diags
 }
 
 // recipeFiles lists the files of a recipe path: the file itself, or a directory's *.hcl in name order.

@@ -41,7 +41,9 @@ type Recipe struct {
 func (r *Recipe) Variable(name string) *Variable { return r.vars[name] }
 
 // Base returns the named base or nil.
-func (r *Recipe) Base(name string) *Base { return find(r.Bases, name, func(b *Base) string { return b.Name }) }
+func (r *Recipe) Base(name string) *Base {
+	return find(r.Bases, name, func(b *Base) string { return b.Name })
+}
 
 // Framework returns the named framework or nil.
 func (r *Recipe) Framework(name string) *Framework {
@@ -49,7 +51,9 @@ func (r *Recipe) Framework(name string) *Framework {
 }
 
 // Image returns the named image target or nil.
-func (r *Recipe) Image(name string) *Image { return find(r.Images, name, func(i *Image) string { return i.Name }) }
+func (r *Recipe) Image(name string) *Image {
+	return find(r.Images, name, func(i *Image) string { return i.Name })
+}
 
 // MachineImage returns the named machine image target or nil.
 func (r *Recipe) MachineImage(name string) *MachineImage {
@@ -62,7 +66,9 @@ func (r *Recipe) Validate(name string) *Validate {
 }
 
 // Group returns the named group or nil.
-func (r *Recipe) Group(name string) *Group { return find(r.Groups, name, func(g *Group) string { return g.Name }) }
+func (r *Recipe) Group(name string) *Group {
+	return find(r.Groups, name, func(g *Group) string { return g.Name })
+}
 
 // Registry returns the registry block for a host, or nil.
 func (r *Recipe) Registry(host string) *Registry {

@@ -85,13 +85,13 @@ type Base struct {
 
 // Bootstrap builds a base filesystem from a distribution mirror (mmdebstrap).
 type Bootstrap struct {
-	Distribution string   `hcl:"distribution,optional"` // debian (default) | ubuntu
-	Suite        string   `hcl:"suite"`
-	Mirror       string   `hcl:"mirror,optional"` // default: the host's configured apt mirror
-	Variant      string   `hcl:"variant,optional"`
-	Components   []string `hcl:"components,optional"`
-	Packages     []string `hcl:"packages,optional"`
-	Architecture string   `hcl:"architecture,optional"`
+	Distribution string    `hcl:"distribution,optional"` // debian (default) | ubuntu
+	Suite        string    `hcl:"suite"`
+	Mirror       string    `hcl:"mirror,optional"` // default: the host's configured apt mirror
+	Variant      string    `hcl:"variant,optional"`
+	Components   []string  `hcl:"components,optional"`
+	Packages     []string  `hcl:"packages,optional"`
+	Architecture string    `hcl:"architecture,optional"`
 	DeclRange    hcl.Range `hcl:",def_range"`
 
 	DistributionRange hcl.Range `hcl:"distribution,attr_range"`
