@@ -111,10 +111,14 @@ func (b *planner) source(src recipes.Source) string {
 		if src.Image == "" {
 			return ""
 		}
+		runs := []string{"resolve " + src.Image}
+		if strings.HasPrefix(src.Image, "nvcr.io/") {
+			runs = []string{"log in to nvcr.io as $oauthtoken with NGC_API_KEY", "resolve " + src.Image}
+		}
 		return b.add(&Stage{
 			ID: "image-ref." + src.Image + "/" + StageResolve, Target: src.Image, Kind: StageResolve,
 			Description: "resolve " + src.Image + " to a digest, recorded in the manifest",
-			Runs:        []string{"resolve " + src.Image},
+			Runs:        runs,
 		}).ID
 	}
 	switch src.Ref.Kind {
@@ -243,11 +247,11 @@ func (b *planner) image(t *PlanTarget, img *recipes.Image) {
 	for _, s := range img.Secrets {
 		runs = append(runs, fmt.Sprintf("secret %s from %s (BuildKit secret mount, never in a layer)", s.ID, secretSource(s)))
 	}
-	for _, c := range img.Run {
-		runs = append(runs, "run "+c)
-	}
 	for _, c := range img.Copies {
 		runs = append(runs, fmt.Sprintf("copy %s -> %s", c.Src, c.Dst))
+	}
+	for _, c := range img.Run {
+		runs = append(runs, "run "+c)
 	}
 	for _, k := range sortedKeys(img.Env) {
 		runs = append(runs, fmt.Sprintf("env %s=%s", k, img.Env[k]))
@@ -278,7 +282,11 @@ func (b *planner) image(t *PlanTarget, img *recipes.Image) {
 	if img.Push != nil && *img.Push && len(img.Tags) > 0 {
 		b.stage(t, StagePush, "push to "+strings.Join(img.Tags, ", "), []string{build.ID}, pushLines(img.Tags))
 	} else {
-		b.stage(t, StageExport, "export an OCI layout", []string{build.ID}, []string{"export oci layout, tags " + strings.Join(img.Tags, ", ")})
+		what := "export the OCI layout, untagged"
+		if len(img.Tags) > 0 {
+			what = "export the OCI layout, tagged " + strings.Join(img.Tags, ", ")
+		}
+		b.stage(t, StageExport, "export an OCI layout", []string{build.ID}, []string{what})
 	}
 	t.Outputs = append(t.Outputs, img.Tags...)
 }
@@ -325,11 +333,11 @@ func (b *planner) machineImage(t *PlanTarget, m *recipes.MachineImage) {
 			runs = append(runs, fmt.Sprintf("install NVIDIA container toolkit %s, mode %s, CDI refresh at boot", or(rt.ToolkitVersion, "(latest)"), or(rt.Mode, "cdi")))
 		}
 	}
-	for _, c := range m.Run {
-		runs = append(runs, "run "+c)
-	}
 	for _, c := range m.Copies {
 		runs = append(runs, fmt.Sprintf("copy %s -> %s", c.Src, c.Dst))
+	}
+	for _, c := range m.Run {
+		runs = append(runs, "run "+c)
 	}
 	runs = append(runs, "empty machine-id and SSH host keys")
 	last := b.stage(t, StageRootfs, "build the root filesystem", []string{from}, runs).ID
@@ -422,6 +430,9 @@ func (b *planner) validate(t *PlanTarget, v *recipes.Validate) {
 	var runs []string
 	if s := v.NvidiaSMI; s != nil {
 		line := "nvidia-smi --query-gpu in the image"
+		if v.Target.Kind == recipes.KindMachineImage {
+			line = "nvidia-smi --query-gpu on a host booted from the image"
+		}
 		if s.ExpectCount > 0 {
 			line += fmt.Sprintf(", expect %d GPUs", s.ExpectCount)
 		}

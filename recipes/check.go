@@ -143,13 +143,12 @@ func (c *checker) openOnPreTuring(d *Driver, gpu compat.GPU, named string, where
 	if d.KernelModule != "open" || gpu.OpenModules {
 		return
 	}
-	rng := d.KernelModuleRange
 	c.diags = append(c.diags, &hcl.Diagnostic{
 		Severity: hcl.DiagError,
 		Summary:  "Open kernel modules do not support this GPU",
-		Detail: fmt.Sprintf("%s has a %s GPU (%s architecture). NVIDIA's open kernel modules support Turing and later GPUs only; use kernel_module = \"proprietary\" for %s. (The GPU is named at %s.)",
-			named, gpu.Model, gpu.Architecture, gpu.Architecture, where),
-		Subject: rng.Ptr(),
+		Detail: fmt.Sprintf("%s has a %s GPU (%s architecture), but driver %q uses kernel_module = \"open\" (at %s). NVIDIA's open kernel modules support Turing and later GPUs only; use kernel_module = \"proprietary\" for %s.",
+			named, gpu.Model, gpu.Architecture, d.Name, d.KernelModuleRange, gpu.Architecture),
+		Subject: where.Ptr(),
 	})
 }
 
@@ -182,6 +181,12 @@ func (c *checker) notFor(rt *Runtime, set bool, rng hcl.Range, attr, belongs str
 }
 
 func (c *checker) framework(f *Framework) {
+	if f.APIKey != "" && !c.l.tainted[KindFramework+"."+f.Name+".api_key"] {
+		c.warnf(f.DeclRange, "API key written into the recipe", "The NGC API key of framework %q is not from a sensitive variable, so it can appear in plans and logs. Use api_key_env (default NGC_API_KEY), or a variable with sensitive = true.", f.Name)
+	}
+	if f.Image == "" {
+		return // missing: reported by decoding
+	}
 	named, err := reference.ParseNormalizedNamed(f.Image)
 	if err != nil {
 		c.imageRef(f.Image, f.ImageRange, "The framework image")
@@ -241,7 +246,7 @@ func (c *checker) image(img *Image) {
 		c.imageRef(img.From.Image, img.From.Range, "The from image")
 	}
 	if img.From.Ref != nil && img.From.Ref.Kind == KindImage && c.r.Image(img.From.Ref.Name) == nil && c.l.blocks[KindImage][img.From.Ref.Name] != nil {
-		c.errorf(img.From.Range, "Ambiguous image reference", "image.%s has a matrix and stands for several images; an image can only be built from one.", img.From.Ref.Name)
+		c.errorf(img.From.Range, "Ambiguous image reference", "image.%s has a matrix and stands for several images; an image can only be built from one. Build from a plain image, or give this image the same matrix.", img.From.Ref.Name)
 	}
 	for i, p := range img.Platforms {
 		c.platform(p, c.elem(img.PlatformsRange, i))
@@ -392,6 +397,11 @@ func (c *checker) machineImage(m *MachineImage) {
 }
 
 func (c *checker) ami(m *MachineImage, a *AMI) {
+	if v := a.Volume; v != nil && v.Size != "" {
+		if _, err := ParseSize(v.Size); err != nil {
+			c.errorf(v.SizeRange, "Invalid volume size", "%s.", err)
+		}
+	}
 	for i, r := range a.Regions {
 		if !regionRe.MatchString(r) {
 			c.errorf(c.elem(a.RegionsRange, i), "Invalid AWS region", "%q is not an AWS region name such as us-east-1.", r)
@@ -492,7 +502,7 @@ func (c *checker) validate(v *Validate) {
 	}
 	v.GPUSelection = sel
 	if v.Target.Kind == KindImage && c.r.Image(v.Target.Name) == nil && c.l.blocks[KindImage][v.Target.Name] != nil {
-		c.errorf(v.Target.Range, "Ambiguous validation target", "image.%s has a matrix and stands for several images; validate each by its own name, or use a matrix on the validate target instead.", v.Target.Name)
+		c.errorf(v.Target.Range, "Ambiguous validation target", "image.%s has a matrix and stands for several images; a validate block checks one image. Validate a plain image that inherits from the same settings.", v.Target.Name)
 	}
 	if v.NvidiaSMI == nil && v.ResNet50 == nil && v.Host == nil {
 		c.warnf(v.DeclRange, "Validation without checks", "validate %q runs no check; add nvidia_smi {}, resnet50 {} or host {}.", v.Name)
@@ -503,7 +513,7 @@ func (c *checker) validate(v *Validate) {
 	if r := v.ResNet50; r != nil {
 		c.oneOf(r.Precision, r.PrecisionRange, "precision", "bf16", "fp16", "fp32", "tf32")
 		if r.BatchSize < 0 || r.BatchSize > 4096 {
-			c.errorf(r.BatchSizeRange, "Invalid batch size", "batch_size must be between 1 and 4096 images per GPU; %d is not.", r.BatchSize)
+			c.errorf(r.BatchSizeRange, "Invalid batch size", "batch_size must be between 1 and 4096 images per GPU (leave it out for the default, 256); %d is not.", r.BatchSize)
 		}
 		if r.MinFractionOfReference < 0 || r.MinFractionOfReference > 1 {
 			c.errorf(r.MinFractionOfReferenceR, "Invalid threshold", "min_fraction_of_reference is a fraction of the reference throughput, between 0 and 1; %g is not.", r.MinFractionOfReference)

@@ -301,6 +301,36 @@ func (l *loader) taintedExpr(n *node, expr hcl.Expression) bool {
 	return false
 }
 
+// collectSensitive records the values of the parts of expr computed from sensitive values: in
+// a map or list literal only the tainted items, so { USER = var.public, AUTH = var.token }
+// hides the token and not the user name.
+func (l *loader) collectSensitive(n *node, expr hcl.Expression, ctx *hcl.EvalContext) {
+	if !l.taintedExpr(n, expr) {
+		return
+	}
+	switch e := expr.(type) {
+	case *hclsyntax.ObjectConsExpr:
+		for _, item := range e.Items {
+			l.collectSensitive(n, item.KeyExpr, ctx)
+			l.collectSensitive(n, item.ValueExpr, ctx)
+		}
+	case *hclsyntax.TupleConsExpr:
+		for _, el := range e.Exprs {
+			l.collectSensitive(n, el, ctx)
+		}
+	case *hclsyntax.TemplateExpr:
+		for _, part := range e.Parts {
+			l.collectSensitive(n, part, ctx)
+		}
+	case *hclsyntax.TemplateWrapExpr:
+		l.collectSensitive(n, e.Wrapped, ctx)
+	default:
+		if v, diags := expr.Value(ctx); !diags.HasErrors() {
+			l.r.addSensitive(v)
+		}
+	}
+}
+
 // evalNode evaluates one local or block: it records the value other expressions see, marks what
 // is computed from sensitive values, and decodes blocks into the typed recipe.
 func (l *loader) evalNode(n *node) hcl.Diagnostics {
@@ -315,7 +345,7 @@ func (l *loader) evalNode(n *node) hcl.Diagnostics {
 		}
 		if l.taintedExpr(n, n.local.Expr) {
 			l.tainted[n.addr] = true
-			l.r.addSensitive(v)
+			l.collectSensitive(n, n.local.Expr, ctx)
 		}
 		l.setValue(n, v)
 		return diags
@@ -344,7 +374,7 @@ func (l *loader) objectOf(n *node, body *hclsyntax.Body, ctx *hcl.EvalContext, a
 		if l.taintedExpr(n, attr.Expr) {
 			l.tainted[addr+"."+name] = true
 			l.tainted[addr] = true
-			l.r.addSensitive(v)
+			l.collectSensitive(n, attr.Expr, ctx)
 		}
 		out[name] = v
 	}
@@ -473,9 +503,17 @@ func (l *loader) decodeImage(n *node, ctx *hcl.EvalContext) hcl.Diagnostics {
 	if diags.HasErrors() {
 		return diags
 	}
-	axes, adiags := matrixAxes(mval, mattr.Expr.Range())
+	axes, adiags := matrixAxes(mval, mattr.Expr.Range(), matrixKeyOrder(mattr.Expr))
 	if adiags.HasErrors() {
 		return append(diags, adiags...)
+	}
+	if n := combinations(axes); n > maxMatrixImages {
+		return append(diags, &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "Matrix too large",
+			Detail:   fmt.Sprintf("This matrix expands to %d images; gpuforge builds at most %d from one block. Split it into several blocks.", n, maxMatrixImages),
+			Subject:  mattr.Expr.Range().Ptr(),
+		})
 	}
 	nameAttr, hasName := body.Attributes["name"]
 	if !hasName {
@@ -502,7 +540,7 @@ func (l *loader) decodeImage(n *node, ctx *hcl.EvalContext) hcl.Diagnostics {
 		if ndiags.HasErrors() {
 			continue
 		}
-		if nv, err := convert.Convert(nv, cty.String); err != nil || nv.IsNull() || !validName(nv.AsString()) {
+		if name, ok := asString(nv); !ok || !validName(name) {
 			diags = append(diags, &hcl.Diagnostic{
 				Severity: hcl.DiagError,
 				Summary:  "Invalid matrix image name",
@@ -511,9 +549,9 @@ func (l *loader) decodeImage(n *node, ctx *hcl.EvalContext) hcl.Diagnostics {
 			})
 			continue
 		} else {
-			v.Name = nv.AsString()
+			v.Name = name
 		}
-		if seen[v.Name] || l.blocks[KindImage][v.Name] != nil && v.Name != b.Labels[0] {
+		if seen[v.Name] || l.blocks[KindImage][v.Name] != nil && v.Name != b.Labels[0] || l.r.Image(v.Name) != nil {
 			diags = append(diags, &hcl.Diagnostic{
 				Severity: hcl.DiagError,
 				Summary:  "Duplicate matrix image name",
@@ -523,6 +561,7 @@ func (l *loader) decodeImage(n *node, ctx *hcl.EvalContext) hcl.Diagnostics {
 			continue
 		}
 		seen[v.Name] = true
+		l.objectOf(n, body, child, n.addr) // records what this instance computes from sensitive values
 		v.DeclRange, v.MatrixValues, v.blockLabel = b.DefRange, values, b.Labels[0]
 		diags = append(diags, l.resolveImage(v, child)...)
 		l.r.Images = append(l.r.Images, v)
@@ -530,12 +569,40 @@ func (l *loader) decodeImage(n *node, ctx *hcl.EvalContext) hcl.Diagnostics {
 	return diags
 }
 
+// maxMatrixImages bounds a matrix expansion, so a typo such as range(1000) in two axes cannot
+// ask for a million images.
+const maxMatrixImages = 256
+
+func combinations(axes []axis) int {
+	n := 1
+	for _, a := range axes {
+		n *= len(a.values)
+		if n > maxMatrixImages {
+			return n
+		}
+	}
+	return n
+}
+
 type axis struct {
 	key    string
 	values []string
 }
 
-func matrixAxes(v cty.Value, rng hcl.Range) ([]axis, hcl.Diagnostics) {
+// matrixKeyOrder returns the matrix keys in the order they are written, so the first key varies
+// slowest in the expansion.
+func matrixKeyOrder(expr hcl.Expression) map[string]int {
+	order := map[string]int{}
+	pairs, _ := hcl.ExprMap(expr)
+	for i, p := range pairs {
+		if k := hcl.ExprAsKeyword(p.Key); k != "" {
+			order[k] = i
+		}
+	}
+	return order
+}
+
+func matrixAxes(v cty.Value, rng hcl.Range, order map[string]int) ([]axis, hcl.Diagnostics) {
 	bad := hcl.Diagnostics{{
 		Severity: hcl.DiagError,
 		Summary:  "Invalid matrix",
@@ -558,7 +625,14 @@ func matrixAxes(v cty.Value, rng hcl.Range) ([]axis, hcl.Diagnostics) {
 		}
 		axes = append(axes, a)
 	}
-	sort.Slice(axes, func(i, j int) bool { return axes[i].key < axes[j].key })
+	sort.Slice(axes, func(i, j int) bool {
+		oi, iok := order[axes[i].key]
+		oj, jok := order[axes[j].key]
+		if iok && jok && oi != oj {
+			return oi < oj
+		}
+		return axes[i].key < axes[j].key
+	})
 	return axes, nil
 }
 

@@ -129,15 +129,19 @@ type loader struct {
 	values    map[string]map[string]cty.Value // kind -> name -> value for references
 	tainted   map[string]bool                 // addresses computed from a sensitive value
 	failed    map[string]bool                 // nodes not evaluated (bad references, cycles)
+	early     hcl.Diagnostics                 // found before loading (the environment)
 }
 
 func newLoader(path string, opts Options) *loader {
-	now := opts.Now
+	now, badEpoch := opts.Now, ""
 	if now.IsZero() {
 		now = time.Now()
 		if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
-			if sec, err := strconv.ParseInt(s, 10, 64); err == nil {
+			sec, err := strconv.ParseInt(s, 10, 64)
+			if err == nil {
 				now = time.Unix(sec, 0)
+			} else {
+				badEpoch = s
 			}
 		}
 	}
@@ -157,6 +161,14 @@ func newLoader(path string, opts Options) *loader {
 		failed:    map[string]bool{},
 	}
 	l.r = &Recipe{Path: path, Dir: dir, Files: l.parser.Files(), Locals: l.locals, vars: map[string]*Variable{}}
+	if badEpoch != "" {
+		l.early = append(l.early, &hcl.Diagnostic{
+			Severity: hcl.DiagWarning,
+			Summary:  "Invalid SOURCE_DATE_EPOCH",
+			Detail:   fmt.Sprintf("SOURCE_DATE_EPOCH=%q is not a number of seconds since 1970; timestamp() uses the current time instead.", badEpoch),
+			Subject:  &hcl.Range{Filename: "<environment variable SOURCE_DATE_EPOCH>"},
+		})
+	}
 	return l
 }
 
@@ -172,7 +184,7 @@ func (l *loader) addSource(filename string, src []byte) hcl.Diagnostics {
 // load runs the phases: structure, variables, locals and blocks in reference order, resolution,
 // inherits, semantic checks. Each phase keeps going after errors so one run reports everything.
 func (l *loader) load() hcl.Diagnostics {
-	var diags hcl.Diagnostics
+	diags := l.early
 	var varBlocks []*hcl.Block
 	for _, f := range l.bodies {
 		content, cdiags := f.Body.Content(rootSchema)

@@ -399,7 +399,14 @@ func mergeMaps(a, b map[string]string) map[string]string {
 // expandGroup flattens a group into target addresses, resolving bare names.
 func (l *loader) expandGroup(g *Group, visiting map[string]bool) ([]string, hcl.Diagnostics) {
 	if visiting[g.Name] {
-		return nil, nil // a cycle; reported by the reference graph
+		// A cycle written with references is reported by the reference graph; one written
+		// with names is only found here.
+		return nil, hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Cycle in groups",
+			Detail:   fmt.Sprintf("group %q contains itself through the groups it lists.", g.Name),
+			Subject:  g.TargetsExpr.Range().Ptr(),
+		}}
 	}
 	visiting[g.Name] = true
 	defer delete(visiting, g.Name)
@@ -487,7 +494,12 @@ func (r *Recipe) ResolveTarget(name string) ([]string, error) {
 	if len(out) == 0 {
 		return nil, fmt.Errorf("there is no target or group %q in this recipe.%s", name, didYouMean(name, r.allTargetNames()))
 	}
-	if len(out) > 1 && r.Group(name) == nil {
+	kinds := map[string]bool{}
+	for _, a := range out {
+		k, _, _ := strings.Cut(a, ".")
+		kinds[k] = true
+	}
+	if len(kinds) > 1 && r.Group(name) == nil {
 		return nil, fmt.Errorf("%q names more than one target (%s); say which with its kind", name, strings.Join(out, ", "))
 	}
 	return out, nil

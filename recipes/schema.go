@@ -251,6 +251,7 @@ type AMIVolume struct {
 	IOPS       int       `hcl:"iops,optional"`
 	Throughput int       `hcl:"throughput,optional"`
 	DeclRange  hcl.Range `hcl:",def_range"`
+	SizeRange  hcl.Range `hcl:"size,attr_range"`
 }
 
 // AMIShare lists who may launch an AMI.

@@ -123,6 +123,9 @@ func (l *loader) checkValidations() hcl.Diagnostics {
 				continue
 			}
 			result, err := convert.Convert(result, cty.Bool)
+			if err == nil && !result.IsKnown() {
+				continue // depends on a value that already failed
+			}
 			if err != nil || result.IsNull() {
 				diags = append(diags, &hcl.Diagnostic{
 					Severity: hcl.DiagError,
