@@ -10,6 +10,7 @@
 #   7. run the ResNet-50 benchmark with -b 64 -g 4 (≈820 img/s)   -> validate "seed-resnet50"
 #
 #   gpuforge plan examples/seed.hcl
+#   gpuforge plan -t seed examples/seed.hcl     # the host and both checks
 
 variable "seed_gpus" {
   type        = string
@@ -93,6 +94,6 @@ validate "seed-resnet50" {
   }
 }
 
-group "default" {
+group "seed" {
   targets = [machine_image.seed-host, validate.seed-nvidia-smi, validate.seed-resnet50]
 }

@@ -85,8 +85,33 @@ func NewPlan(r *recipes.Recipe, selected []string) (*Plan, error) {
 			}
 		}
 	}
+	b.sortStages()
 	b.redact()
 	return b.p, nil
+}
+
+// sortStages orders the stage list so every stage comes after the stages it waits for (a
+// validation added late moves before the push it gates), keeping discovery order otherwise.
+func (b *planner) sortStages() {
+	done := map[string]bool{}
+	var out []*Stage
+	var visit func(s *Stage)
+	visit = func(s *Stage) {
+		if done[s.ID] {
+			return
+		}
+		done[s.ID] = true
+		for _, dep := range s.After {
+			if d := b.stages[dep]; d != nil {
+				visit(d)
+			}
+		}
+		out = append(out, s)
+	}
+	for _, s := range b.p.Stages {
+		visit(s)
+	}
+	b.p.Stages = out
 }
 
 type planner struct {
@@ -280,7 +305,7 @@ func (b *planner) image(t *PlanTarget, img *recipes.Image) {
 	}
 	build := b.stage(t, StageBuild, "build the image for "+plats, []string{from}, runs)
 	if img.Push != nil && *img.Push && len(img.Tags) > 0 {
-		b.stage(t, StagePush, "push to "+strings.Join(img.Tags, ", "), []string{build.ID}, pushLines(img.Tags))
+		b.stage(t, StagePush, "push to "+strings.Join(img.Tags, ", "), []string{build.ID}, b.pushLines(img.Tags))
 	} else {
 		what := "export the OCI layout, untagged"
 		if len(img.Tags) > 0 {
@@ -298,12 +323,29 @@ func secretSource(s *recipes.Secret) string {
 	return s.File
 }
 
-func pushLines(tags []string) []string {
+// pushLines says how each tag is pushed, naming the registry block that authenticates it.
+func (b *planner) pushLines(tags []string) []string {
 	var out []string
 	for _, t := range tags {
-		out = append(out, "push "+t)
+		host := registryHost(t)
+		line := "push " + t
+		if rg := b.r.Registry(host); rg != nil {
+			line += fmt.Sprintf(" (credentials: registry.%s, %s)", rg.Name, or(rg.Auth, "docker"))
+		} else {
+			line += " (credentials: docker config)"
+		}
+		out = append(out, line)
 	}
 	return out
+}
+
+// registryHost is the registry part of an image reference, as docker reads it.
+func registryHost(ref string) string {
+	first, _, found := strings.Cut(ref, "/")
+	if found && (strings.ContainsAny(first, ".:") || first == "localhost") {
+		return first
+	}
+	return "docker.io"
 }
 
 func aptLines(repos []*recipes.Repository, packages []string) []string {
@@ -328,9 +370,24 @@ func (b *planner) machineImage(t *PlanTarget, m *recipes.MachineImage) {
 	for _, rt := range m.Runtimes {
 		switch rt.Type {
 		case "docker":
-			runs = append(runs, "install docker ("+or(rt.Edition, "ce")+")")
+			if or(rt.Edition, "ce") == "ce" {
+				runs = append(runs, "apt source docker-ce: Docker's repository for the image's distribution (signed-by Docker's key)")
+				runs = append(runs, "install docker-ce, docker-ce-cli, containerd.io"+versionSuffix(rt.Version))
+			} else {
+				runs = append(runs, "install docker.io from the distribution"+versionSuffix(rt.Version))
+			}
 		case "nvidia":
-			runs = append(runs, fmt.Sprintf("install NVIDIA container toolkit %s, mode %s, CDI refresh at boot", or(rt.ToolkitVersion, "(latest)"), or(rt.Mode, "cdi")))
+			runs = append(runs, "apt source nvidia-container-toolkit: NVIDIA's repository (signed-by NVIDIA's key)")
+			line := "install nvidia-container-toolkit " + or(rt.ToolkitVersion, "(newest)")
+			if or(rt.Mode, "cdi") == "cdi" {
+				line += "; docker uses CDI; a boot-time unit regenerates /var/run/cdi/nvidia.yaml once the driver is loaded"
+			} else {
+				line += "; nvidia runtime registered with docker"
+			}
+			if rt.DefaultRuntime != nil && *rt.DefaultRuntime {
+				line += " as the default runtime"
+			}
+			runs = append(runs, line)
 		}
 	}
 	for _, c := range m.Copies {
@@ -342,10 +399,21 @@ func (b *planner) machineImage(t *PlanTarget, m *recipes.MachineImage) {
 	runs = append(runs, "empty machine-id and SSH host keys")
 	last := b.stage(t, StageRootfs, "build the root filesystem", []string{from}, runs).ID
 	if d := m.Driver; d != nil {
-		last = b.stage(t, StageKernelModule, fmt.Sprintf("build the NVIDIA %s driver for the image's kernel", d.Branch), []string{last}, []string{
+		runs := []string{}
+		if or(d.Source, "distro") == "nvidia" {
+			runs = append(runs, "apt source cuda: NVIDIA's CUDA repository (signed-by NVIDIA's key)")
+		}
+		runs = append(runs,
 			fmt.Sprintf("dkms build nvidia %s (%s modules) against %s, cached by kernel, driver and flavor", or(d.Version, d.Branch), or(d.KernelModule, "default"), m.Kernel),
 			"check vermagic of nvidia.ko against the image kernel",
-		}).ID
+		)
+		if d.Persistenced == nil || *d.Persistenced {
+			runs = append(runs, "enable nvidia-persistenced")
+		}
+		if d.FabricManager {
+			runs = append(runs, "install and enable nvidia-fabricmanager "+d.Branch)
+		}
+		last = b.stage(t, StageKernelModule, fmt.Sprintf("build the NVIDIA %s driver for the image's kernel", d.Branch), []string{last}, runs).ID
 	}
 	if len(m.Preload) > 0 {
 		var runs []string
@@ -382,9 +450,32 @@ func (b *planner) machineImage(t *PlanTarget, m *recipes.MachineImage) {
 		if len(a.Regions) > 0 {
 			home = a.Regions[0]
 		}
-		reg := b.stage(t, StageAMIRegister, "register AMI "+a.Name+" in "+home, []string{up.ID}, []string{
-			fmt.Sprintf("RegisterImage %s, %s, boot %s, IMDS %s, ENA, tags gpuforge:build-id", a.Name, or(a.Architecture, "x86_64"), or(a.BootMode, "uefi"), or(a.IMDS, "v2.0")),
-		})
+		var flags []string
+		if a.ENA == nil || *a.ENA {
+			flags = append(flags, "ENA")
+		}
+		if a.SRIOV == nil || *a.SRIOV {
+			flags = append(flags, "SR-IOV")
+		}
+		if a.TPM {
+			flags = append(flags, "NitroTPM")
+		}
+		if a.Encrypted {
+			flags = append(flags, "encrypted"+map[bool]string{true: " with " + a.KMSKeyID, false: ""}[a.KMSKeyID != ""])
+		}
+		regRuns := []string{
+			fmt.Sprintf("RegisterImage %s, %s, boot %s, IMDS %s, %s", a.Name, or(a.Architecture, "x86_64"), or(a.BootMode, "uefi"), or(a.IMDS, "v2.0"), strings.Join(flags, ", ")),
+		}
+		if v := a.Volume; v != nil {
+			regRuns = append(regRuns, fmt.Sprintf("root volume %s %s, %d IOPS, %d MiB/s", or(v.Type, "gp3"), or(v.Size, "the disk's size"), v.IOPS, v.Throughput))
+		}
+		tags := []string{"gpuforge:build-id"}
+		tags = append(tags, sortedKeys(a.Tags)...)
+		regRuns = append(regRuns, "tag the AMI and its snapshot: "+strings.Join(tags, ", "))
+		if a.DeprecateAt != "" {
+			regRuns = append(regRuns, "deprecate at "+a.DeprecateAt)
+		}
+		reg := b.stage(t, StageAMIRegister, "register AMI "+a.Name+" in "+home, []string{up.ID}, regRuns)
 		var runs []string
 		for i, region := range a.Regions {
 			if i > 0 {
@@ -402,6 +493,13 @@ func (b *planner) machineImage(t *PlanTarget, m *recipes.MachineImage) {
 	}
 }
 
+func versionSuffix(v string) string {
+	if v == "" {
+		return ""
+	}
+	return " " + v
+}
+
 func (b *planner) preloadName(p recipes.Source) string {
 	if p.Ref != nil && p.Ref.Kind == recipes.KindFramework {
 		if f := b.r.Framework(p.Ref.Name); f != nil {
@@ -417,9 +515,11 @@ func (b *planner) validate(t *PlanTarget, v *recipes.Validate) {
 		return
 	}
 	t.DependsOn = append(t.DependsOn, target.Address)
+	// An image is validated once built; a machine image on a host booted from it: from the
+	// registered AMI when there is one (its distribution waits for the verdict), else the disk.
 	var built string
 	for _, id := range target.Stages {
-		if k := b.stages[id].Kind; k == StageBuild || k == StageBootCheck {
+		if k := b.stages[id].Kind; k == StageBuild || k == StageBootCheck || k == StageAMIRegister {
 			built = id
 		}
 	}
@@ -464,12 +564,19 @@ func (b *planner) validate(t *PlanTarget, v *recipes.Validate) {
 // redact removes the recipe's sensitive values from every string of the plan.
 func (b *planner) redact() {
 	for _, s := range b.p.Stages {
+		s.ID, s.Target = b.r.Redact(s.ID), b.r.Redact(s.Target)
+		for i := range s.After {
+			s.After[i] = b.r.Redact(s.After[i])
+		}
 		s.Description = b.r.Redact(s.Description)
 		for i := range s.Runs {
 			s.Runs[i] = b.r.Redact(s.Runs[i])
 		}
 	}
 	for _, t := range b.p.Targets {
+		for i := range t.Stages {
+			t.Stages[i] = b.r.Redact(t.Stages[i])
+		}
 		for i := range t.Outputs {
 			t.Outputs[i] = b.r.Redact(t.Outputs[i])
 		}
@@ -484,7 +591,7 @@ func (p *Plan) WriteText(w io.Writer) error {
 		byID[s.ID] = s
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "Plan for %s: %d targets, %d stages\n", p.Recipe, len(p.Targets), len(p.Stages))
+	fmt.Fprintf(&sb, "Plan for %s: %s, %s\n", p.Recipe, plural(len(p.Targets), "target"), plural(len(p.Stages), "stage"))
 	printed := map[string]bool{}
 	for _, t := range p.Targets {
 		fmt.Fprintf(&sb, "\n%s", t.Address)
@@ -530,6 +637,13 @@ func (p *Plan) Graph(step func(*Stage) Step) []Node {
 		nodes = append(nodes, Node{Step: step(s), After: s.After})
 	}
 	return nodes
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return fmt.Sprintf("1 %s", noun)
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func appendUnique(s []string, v string) []string {

@@ -51,8 +51,10 @@ func TestPlanOrder(t *testing.T) {
 		}
 		for _, s := range p.Stages {
 			for _, dep := range s.After {
-				if _, ok := pos[dep]; !ok {
+				if at, ok := pos[dep]; !ok {
 					t.Errorf("%s: stage %s waits for %s, which is not in the plan", f, s.ID, dep)
+				} else if at > pos[s.ID] {
+					t.Errorf("%s: stage %s is listed before %s, which it waits for", f, s.ID, dep)
 				}
 			}
 		}
@@ -95,9 +97,8 @@ validate "a" {
 		t.Fatal(err)
 	}
 	want := []string{
-		"base.debian/bootstrap", "image.a/build", "image.a/push",
+		"base.debian/bootstrap", "image.a/build", "validate.a/cdi", "validate.a/check", "image.a/push",
 		"image.b/build", "image.b/export", "image.c/build", "image.c/export",
-		"validate.a/cdi", "validate.a/check",
 	}
 	if diff := cmp.Diff(want, stageIDs(p)); diff != "" {
 		t.Errorf("stages (-want +got):\n%s", diff)

@@ -67,19 +67,23 @@ func ToJSON(diags hcl.Diagnostics) DiagnosticsJSON {
 // WriteDiagnostics renders diagnostics as text with source snippets (HCL's text writer) or as
 // JSON, with every sensitive value of the recipe replaced. width 0 means no wrapping.
 func WriteDiagnostics(w io.Writer, r *Recipe, diags hcl.Diagnostics, format string, width uint, color bool) error {
+	// Redact the messages before rendering, so wrapping cannot split a value across lines;
+	// the rendered text is redacted again for snippets and "with" clauses.
+	redacted := make(hcl.Diagnostics, len(diags))
+	for i, d := range diags {
+		c := *d
+		c.Summary, c.Detail = r.Redact(d.Summary), r.Redact(d.Detail)
+		redacted[i] = &c
+	}
+	diags = redacted
 	var buf bytes.Buffer
 	switch format {
 	case "json":
-		doc := ToJSON(diags)
-		for i := range doc.Diagnostics {
-			doc.Diagnostics[i].Summary = r.Redact(doc.Diagnostics[i].Summary)
-			doc.Diagnostics[i].Detail = r.Redact(doc.Diagnostics[i].Detail)
-		}
-		enc := json.NewEncoder(&buf)
+		// The messages are already redacted; the encoded document is not touched again, so
+		// redaction can never break its syntax.
+		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(doc); err != nil {
-			return err
-		}
+		return enc.Encode(ToJSON(diags))
 	default:
 		var files map[string]*hcl.File
 		if r != nil {

@@ -309,6 +309,10 @@ func (l *loader) collectSensitive(n *node, expr hcl.Expression, ctx *hcl.EvalCon
 		return
 	}
 	switch e := expr.(type) {
+	case *hclsyntax.ScopeTraversalExpr, *hclsyntax.RelativeTraversalExpr:
+		// A reference yields values already recorded where they were computed; recording
+		// the whole referenced block would hide its public attributes too.
+		return
 	case *hclsyntax.ObjectConsExpr:
 		for _, item := range e.Items {
 			l.collectSensitive(n, item.KeyExpr, ctx)
@@ -326,7 +330,7 @@ func (l *loader) collectSensitive(n *node, expr hcl.Expression, ctx *hcl.EvalCon
 		l.collectSensitive(n, e.Wrapped, ctx)
 	default:
 		if v, diags := expr.Value(ctx); !diags.HasErrors() {
-			l.r.addSensitive(v)
+			l.r.addDerivedSensitive(v)
 		}
 	}
 }

@@ -1,7 +1,9 @@
 package recipes
 
 import (
+	"encoding/json"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -111,15 +113,39 @@ func (r *Recipe) SensitiveValues() []string {
 // Redacted is what replaces a sensitive value in any output.
 const Redacted = "(sensitive value)"
 
-// Redact replaces every sensitive value of the recipe in s.
+// Redact replaces every sensitive value of the recipe in s, as written and as quoted in Go or
+// JSON syntax (diagnostics quote values, escaping " and \).
 func (r *Recipe) Redact(s string) string {
 	if r == nil {
 		return s
 	}
 	for _, v := range r.SensitiveValues() {
 		s = strings.ReplaceAll(s, v, Redacted)
+		if q := strconv.Quote(v); q[1:len(q)-1] != v {
+			s = strings.ReplaceAll(s, q[1:len(q)-1], Redacted)
+		}
+		if j, err := json.Marshal(v); err == nil && string(j[1:len(j)-1]) != v {
+			s = strings.ReplaceAll(s, string(j[1:len(j)-1]), Redacted)
+		}
 	}
 	return s
+}
+
+// minDerivedSensitive is the shortest computed value recorded as sensitive. A value computed
+// from a secret (a merge, a lookup) can contain short public strings such as "1"; replacing
+// those everywhere would corrupt every output, and a string that short protects nothing.
+const minDerivedSensitive = 6
+
+// addDerivedSensitive records the string leaves of a value computed from a sensitive one.
+func (r *Recipe) addDerivedSensitive(v cty.Value) {
+	if r.sensitive == nil {
+		r.sensitive = map[string]struct{}{}
+	}
+	walkStrings(v, func(s string) {
+		if len(s) >= minDerivedSensitive {
+			r.sensitive[s] = struct{}{}
+		}
+	})
 }
 
 // addSensitive records the string leaves of v as values never to print.

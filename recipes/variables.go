@@ -203,6 +203,9 @@ func (l *loader) applyVarFlag(kv string) hcl.Diagnostics {
 // setRaw sets a variable from a string given outside any file: strings are taken literally,
 // other types are parsed as HCL expressions (as Terraform and Packer do).
 func (l *loader) setRaw(v *Variable, raw, source string, rng hcl.Range) hcl.Diagnostics {
+	if v.Sensitive {
+		l.r.addSensitive(cty.StringVal(raw))
+	}
 	var val cty.Value
 	if v.Type == cty.String || v.Type == cty.DynamicPseudoType {
 		val = cty.StringVal(raw)
@@ -221,6 +224,9 @@ func (l *loader) setRaw(v *Variable, raw, source string, rng hcl.Range) hcl.Diag
 }
 
 func (l *loader) setVarValue(v *Variable, val cty.Value, source string, rng hcl.Range) hcl.Diagnostics {
+	if v.Sensitive {
+		l.r.addSensitive(val) // also when it fails to convert: the error shows where it was written
+	}
 	conv, err := convert.Convert(val, v.Type)
 	if err != nil {
 		return hcl.Diagnostics{{
@@ -266,6 +272,10 @@ func (l *loader) applyVarFile(path string) hcl.Diagnostics {
 				Subject:  attr.NameRange.Ptr(),
 			})
 			continue
+		}
+		if v.Sensitive {
+			// The file's text is shown in snippets of any error about this line.
+			l.r.addSensitive(cty.StringVal(strings.TrimSpace(string(attr.Expr.Range().SliceBytes(src)))))
 		}
 		val, vdiags := attr.Expr.Value(&hcl.EvalContext{Functions: map[string]function.Function{}})
 		diags = append(diags, vdiags...)

@@ -39,9 +39,10 @@ It never touches the network. Exit code 0 when the recipe has no errors (warning
 					return err
 				}
 			} else if !diags.HasErrors() {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s is valid: %d targets", path, len(r.Targets()))
+				n := len(r.Targets())
+				fmt.Fprintf(cmd.OutOrStdout(), "%s is valid: %d %s", path, n, map[bool]string{true: "target", false: "targets"}[n == 1])
 				if n := len(diags); n > 0 {
-					fmt.Fprintf(cmd.OutOrStdout(), ", %d warnings", n)
+					fmt.Fprintf(cmd.OutOrStdout(), ", %d %s", n, map[bool]string{true: "warning", false: "warnings"}[n == 1])
 				}
 				fmt.Fprintln(cmd.OutOrStdout(), ".")
 			}

@@ -40,9 +40,9 @@ reported with their positions and left alone (exit 1).`,
 				if err != nil {
 					return err
 				}
-				out, diags := formatSource("<stdin>", src)
+				out, r, diags := formatSource("<stdin>", src)
 				if diags.HasErrors() {
-					_ = recipes.WriteDiagnostics(cmd.ErrOrStderr(), nil, diags, "text", terminalWidth(), false)
+					_ = recipes.WriteDiagnostics(cmd.ErrOrStderr(), r, diags, "text", terminalWidth(), false)
 					return exitf(ExitRecipe, "")
 				}
 				_, err = cmd.OutOrStdout().Write(out)
@@ -59,9 +59,9 @@ reported with their positions and left alone (exit 1).`,
 				if err != nil {
 					return exitf(ExitFailed, "%s", err)
 				}
-				out, diags := formatSource(f, src)
+				out, r, diags := formatSource(f, src)
 				if diags.HasErrors() {
-					_ = recipes.WriteDiagnostics(cmd.ErrOrStderr(), nil, diags, "text", terminalWidth(), false)
+					_ = recipes.WriteDiagnostics(cmd.ErrOrStderr(), r, diags, "text", terminalWidth(), false)
 					broken = true
 					continue
 				}
@@ -99,12 +99,14 @@ reported with their positions and left alone (exit 1).`,
 	return cmd
 }
 
-// formatSource checks that src parses and returns it in canonical form.
-func formatSource(name string, src []byte) ([]byte, hcl.Diagnostics) {
-	if _, diags := hclsyntax.ParseConfig(src, name, hcl.InitialPos); diags.HasErrors() {
-		return nil, diags
+// formatSource checks that src parses and returns it in canonical form; on syntax errors it
+// returns the diagnostics and a recipe holding the file, so they render with snippets.
+func formatSource(name string, src []byte) ([]byte, *recipes.Recipe, hcl.Diagnostics) {
+	f, diags := hclsyntax.ParseConfig(src, name, hcl.InitialPos)
+	if diags.HasErrors() {
+		return nil, &recipes.Recipe{Files: map[string]*hcl.File{name: f}}, diags
 	}
-	return hclwrite.Format(src), nil
+	return hclwrite.Format(src), nil, nil
 }
 
 func hclFiles(paths []string, recursive bool) ([]string, error) {

@@ -17,11 +17,11 @@ import (
 // Exit codes are part of gpuforge's interface: scripts and CI branch on them. docs/cli.md lists them.
 const (
 	ExitOK          = 0   // success
-	ExitRecipe      = 1   // the recipe has errors (diagnostics were printed)
+	ExitRecipe      = 1   // the recipe or its inputs (-var, -var-file) have errors; diagnostics were printed
 	ExitUsage       = 2   // the command line is wrong: unknown flag, command or target
 	ExitUnformatted = 3   // fmt -check: some files are not formatted
 	ExitFailed      = 4   // a build, push or other step failed
-	ExitInterrupted = 130 // stopped by SIGINT or SIGTERM (cleanup ran)
+	ExitInterrupted = 130 // stopped by SIGINT or SIGTERM after cleanup ran (commands that run steps)
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
