@@ -254,6 +254,11 @@ func (c *checker) image(img *Image) {
 	for i, t := range img.Tags {
 		c.tag(t, c.elem(img.TagsRange, i), KindImage+"."+img.Name)
 	}
+	for i, o := range img.Outputs {
+		if _, err := ParseOutput(o); err != nil {
+			c.errorf(c.elem(img.OutputsRange, i), "Invalid output", "%s.", err)
+		}
+	}
 	for _, cp := range img.Copies {
 		c.copy(cp)
 	}
@@ -555,8 +560,13 @@ func (c *checker) registry(rg *Registry) {
 
 // elem narrows an attribute's range to its i-th element when the attribute is written as a
 // list literal, so a finding about one tag or platform points at that element.
-func (c *checker) elem(attrRange hcl.Range, i int) hcl.Range {
-	f := c.r.Files[attrRange.Filename]
+func (c *checker) elem(attrRange hcl.Range, i int) hcl.Range { return c.r.ElementRange(attrRange, i) }
+
+// ElementRange narrows an attribute's range (as recorded in the recipe's types) to its i-th
+// element when the attribute is written as a list literal; otherwise it returns the attribute's.
+// Builders use it to point a failing run command at its own line.
+func (r *Recipe) ElementRange(attrRange hcl.Range, i int) hcl.Range {
+	f := r.Files[attrRange.Filename]
 	if f == nil {
 		return attrRange
 	}
@@ -574,4 +584,36 @@ func (c *checker) elem(attrRange hcl.Range, i int) hcl.Range {
 		return nil
 	})
 	return out
+}
+
+// Output is one place a built image goes besides the registry: an OCI layout directory, an OCI
+// tarball or a docker-loadable tarball, written like buildx's --output: "type=oci,dest=out.tar".
+type Output struct {
+	Type string // oci-layout | oci | docker
+	Dest string
+}
+
+// ParseOutput parses an output string: type=oci-layout|oci|docker and dest=PATH.
+func ParseOutput(s string) (Output, error) {
+	var o Output
+	for _, field := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(field), "=")
+		switch {
+		case !ok:
+			return o, fmt.Errorf("output %q: %q is not key=value", s, field)
+		case k == "type":
+			o.Type = v
+		case k == "dest":
+			o.Dest = v
+		default:
+			return o, fmt.Errorf("output %q: unknown key %q (outputs take type and dest)", s, k)
+		}
+	}
+	if !contains([]string{"oci-layout", "oci", "docker"}, o.Type) {
+		return o, fmt.Errorf("output %q: type must be oci-layout (a directory), oci (an OCI tarball) or docker (a tarball for docker load)", s)
+	}
+	if o.Dest == "" {
+		return o, fmt.Errorf("output %q needs dest=PATH", s)
+	}
+	return o, nil
 }

@@ -349,10 +349,13 @@ func mergeImage(dst, src *Image, set map[string]bool) {
 		dst.KernelExpr = src.KernelExpr
 	}
 	if has("packages", len(src.Packages) > 0) {
-		dst.Packages = src.Packages
+		dst.Packages, dst.PackagesRange = src.Packages, src.PackagesRange
 	}
 	if has("run", len(src.Run) > 0) {
-		dst.Run = src.Run
+		dst.Run, dst.RunRange = src.Run, src.RunRange
+	}
+	if has("outputs", len(src.Outputs) > 0) {
+		dst.Outputs, dst.OutputsRange = src.Outputs, src.OutputsRange
 	}
 	if has("workdir", src.Workdir != "") {
 		dst.Workdir = src.Workdir

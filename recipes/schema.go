@@ -216,9 +216,13 @@ type Image struct {
 	Platforms      []string          `hcl:"platforms,optional"`
 	Push           *bool             `hcl:"push,optional"`
 	Secrets        []*Secret         `hcl:"secret,block"`
+	Outputs        []string          `hcl:"outputs,optional"`
 	DeclRange      hcl.Range         `hcl:",def_range"`
 	TagsRange      hcl.Range         `hcl:"tags,attr_range"`
 	PlatformsRange hcl.Range         `hcl:"platforms,attr_range"`
+	RunRange       hcl.Range         `hcl:"run,attr_range"`
+	PackagesRange  hcl.Range         `hcl:"packages,attr_range"`
+	OutputsRange   hcl.Range         `hcl:"outputs,attr_range"`
 
 	// From is the resolved source of the image's filesystem.
 	From Source
