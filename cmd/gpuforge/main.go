@@ -67,7 +67,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // singleDashFlags accepts the single-dash long flags Packer and Terraform users type
 // (-var, -var-file, -check, -diff) by rewriting them to the double-dash form cobra parses.
 func singleDashFlags(args []string) []string {
-	long := map[string]bool{"var": true, "var-file": true, "check": true, "diff": true, "format": true, "recursive": true, "target": true}
+	long := map[string]bool{"var": true, "var-file": true, "check": true, "diff": true, "format": true, "recursive": true, "target": true, "builder": true, "progress": true, "push": true, "out": true, "metadata-file": true}
 	out := make([]string, len(args))
 	for i, a := range args {
 		out[i] = a
@@ -100,6 +100,7 @@ Exit codes: 0 success, 1 recipe errors, 2 usage errors, 3 unformatted files (fmt
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newCheckCmd(), newPlanCmd(), newFmtCmd(), newVersionCmd())
+	root.PersistentFlags().String("builder", "", "BuildKit daemon to use: unix:///path or tcp://host:port (default $BUILDKIT_HOST, else a local daemon gpuforge starts)")
+	root.AddCommand(newCheckCmd(), newPlanCmd(), newFmtCmd(), newVersionCmd(), newBuildCmd(), newBuilderCmd())
 	return root
 }

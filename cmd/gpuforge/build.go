@@ -1,0 +1,290 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/spf13/cobra"
+
+	"github.com/gpuforge/gpuforge/builders/buildkit"
+	"github.com/gpuforge/gpuforge/builders/registry"
+	"github.com/gpuforge/gpuforge/pipeline"
+	"github.com/gpuforge/gpuforge/recipes"
+)
+
+func newBuildCmd() *cobra.Command {
+	var rf recipeFlags
+	var targets []string
+	var progress, outDir, metadataFile string
+	var push, skipValidation bool
+	cmd := &cobra.Command{
+		Use:   "build [path]",
+		Short: "Build the image targets of a recipe on BuildKit, write them as OCI layouts, push them",
+		Long: `Build loads and checks a recipe, then builds its container image targets on BuildKit, all in
+one run: a base they share is built once, independent images build in parallel, and BuildKit's
+cache makes an unchanged rebuild a no-op. Without --builder (or BUILDKIT_HOST) gpuforge starts
+its own buildkitd and reuses it across runs (gpuforge builder stop stops it).
+
+Each image is written as an OCI layout under --out (default .gpuforge/out/NAME), then to the
+outputs the recipe lists (an OCI tarball, a docker tarball, another layout), then pushed to its
+tags when the image says push = true or --push is given. The build manifest (JSON, schema v1)
+records every digest, tag and push; --metadata-file writes it.
+
+Machine images and validation are planned (gpuforge plan) but not built by this version; a push
+that a validation gates is refused unless --skip-validation says to push without the GPU check.`,
+		Example: `  gpuforge build examples/quickstart.hcl
+  gpuforge build -t trainer --push --metadata-file build.json examples/ngc-pytorch.hcl`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch progress {
+			case "auto", "tty", "plain", "rawjson", "quiet":
+			default:
+				return exitf(ExitUsage, "--progress must be auto, tty, plain, rawjson or quiet, not %q", progress)
+			}
+			r, diags, err := rf.load(cmd, pathArg(args), "text")
+			if err != nil {
+				return err
+			}
+			if diags.HasErrors() {
+				return exitf(ExitRecipe, "")
+			}
+			plan, err := pipeline.NewPlan(r, targets)
+			if err != nil {
+				return exitf(ExitUsage, "%s", r.Redact(err.Error()))
+			}
+			b := &buildRun{cmd: cmd, r: r, plan: plan, outDir: outDir, push: push, skipValidation: skipValidation, progress: progress}
+			err = b.run()
+			if err != nil {
+				var ee *exitError
+				if errors.As(err, &ee) {
+					return err
+				}
+				return exitf(ExitFailed, "%s", r.Redact(err.Error()))
+			}
+			if metadataFile != "" {
+				if err := b.manifest.WriteFile(metadataFile); err != nil {
+					return exitf(ExitFailed, "writing %s: %s", metadataFile, err)
+				}
+			}
+			return nil
+		},
+	}
+	rf.register(cmd)
+	cmd.Flags().StringArrayVarP(&targets, "target", "t", nil, "build only this target or group, with what it needs (repeatable)")
+	cmd.Flags().StringVar(&progress, "progress", "auto", "progress output: auto, tty, plain, rawjson or quiet")
+	cmd.Flags().StringVar(&outDir, "out", filepath.Join(".gpuforge", "out"), "directory of the OCI layouts, one per image")
+	cmd.Flags().BoolVar(&push, "push", false, "push every built image to its tags")
+	cmd.Flags().BoolVar(&skipValidation, "skip-validation", false, "push images even when a validation gates them (this version does not run validations)")
+	cmd.Flags().StringVar(&metadataFile, "metadata-file", "", "write the build manifest (JSON) to this file")
+	return cmd
+}
+
+type buildRun struct {
+	cmd            *cobra.Command
+	r              *recipes.Recipe
+	plan           *pipeline.Plan
+	outDir         string
+	progress       string
+	push           bool
+	skipValidation bool
+	manifest       *pipeline.Manifest
+}
+
+func (b *buildRun) run() error {
+	start := time.Now()
+	stderr := b.cmd.ErrOrStderr()
+	var images, skipped []string
+	gated := map[string][]string{} // image -> validations that gate its push
+	for _, t := range b.plan.Targets {
+		switch t.Kind {
+		case recipes.KindImage:
+			images = append(images, t.Name)
+		default:
+			skipped = append(skipped, t.Address)
+		}
+	}
+	for _, st := range b.plan.Stages {
+		if st.Kind != pipeline.StagePush {
+			continue
+		}
+		for _, dep := range st.After {
+			if strings.HasPrefix(dep, recipes.KindValidate+".") {
+				gated[strings.TrimPrefix(st.Target, recipes.KindImage+".")] = append(gated[strings.TrimPrefix(st.Target, recipes.KindImage+".")], strings.SplitN(dep, "/", 2)[0])
+			}
+		}
+	}
+	if len(skipped) > 0 {
+		fmt.Fprintf(stderr, "gpuforge: not built by this version (see gpuforge plan): %s\n", strings.Join(skipped, ", "))
+	}
+	if len(images) == 0 {
+		return exitf(ExitUsage, "nothing to build: the selection has no image targets")
+	}
+	pushes := map[string]bool{}
+	for _, name := range images {
+		img := b.r.Image(name)
+		if len(img.Tags) > 0 && (b.push || (img.Push != nil && *img.Push)) {
+			if len(gated[name]) > 0 && !b.skipValidation {
+				return exitf(ExitUsage, "image.%s would be pushed, but %s must pass first and this version does not run validations; build without pushing, or pass --skip-validation",
+					name, strings.Join(gated[name], ", "))
+			}
+			pushes[name] = true
+		}
+	}
+
+	ctx, stop := pipeline.SignalContext(b.cmd.Context())
+	defer stop()
+	c, err := connectFromFlags(b.cmd)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+
+	kc := registry.NewKeychain(b.r.Registries)
+	opts := []buildkit.BuildOption{
+		buildkit.WithOutDir(b.outDir),
+		buildkit.WithKeychain(kc),
+		buildkit.WithProvenance(len(pushes) > 0),
+		buildkit.WithBootstrapLog(io.Discard),
+	}
+	if b.progress != "quiet" {
+		opts = append(opts, buildkit.WithProgress(redactWriter{stderr, b.r}, b.progress))
+	}
+	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
+		sec, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return exitf(ExitUsage, "SOURCE_DATE_EPOCH=%q is not a number of seconds", s)
+		}
+		opts = append(opts, buildkit.WithEpoch(time.Unix(sec, 0)))
+	}
+	rep, err := buildkit.Build(ctx, c, b.r, images, opts...)
+	if err != nil {
+		if ctx.Err() != nil {
+			return exitf(ExitInterrupted, "interrupted: %s", b.r.Redact(err.Error()))
+		}
+		return err
+	}
+
+	b.manifest = pipeline.NewManifest(buildID(start), version, pipeline.NewRecipeRecord(b.r.Path, recipeSources(b.r)), start)
+	for _, img := range rep.Images {
+		name := strings.TrimPrefix(img.Address, recipes.KindImage+".")
+		b.manifest.RecordTarget(img.Address, pipeline.TargetImage)
+		rec := pipeline.ImageRecord{Digest: img.Digest.String(), Tags: img.Tags, OCILayout: img.LayoutDir, Size: layoutSize(img.LayoutDir)}
+		rec.Platform = strings.Join(img.Platforms, ",")
+		for _, o := range b.r.Image(name).Outputs {
+			out, _ := recipes.ParseOutput(o)
+			if err := buildkit.WriteOutput(img.LayoutDir, img.Tags, out); err != nil {
+				return fmt.Errorf("%s: output %s: %w", img.Address, o, err)
+			}
+			if out.Type != "oci-layout" {
+				rec.Tarball = out.Dest
+			}
+		}
+		if pushes[name] {
+			for _, tag := range img.Tags {
+				d, err := registry.Push(ctx, img.LayoutDir, tag, registry.WithKeychain(kc), registry.WithRegistries(b.r.Registries),
+					registry.WithRefName(img.Digest.String()))
+				if err != nil {
+					return err
+				}
+				rec.PushedTo = append(rec.PushedTo, d.String())
+			}
+		}
+		b.manifest.RecordImage(img.Address, rec)
+	}
+	b.manifest.Finished = time.Now().UTC()
+	b.manifest.Status = pipeline.OutcomeSucceeded
+	if err := b.manifest.WriteFile(filepath.Join(b.outDir, "manifest.json")); err != nil {
+		return err
+	}
+	b.summary(rep, time.Since(start))
+	return nil
+}
+
+// summary prints one screen: each image with its digest, platforms, size, tags and pushes, then
+// the cache hits and the time.
+func (b *buildRun) summary(rep *buildkit.Report, took time.Duration) {
+	w := tabwriter.NewWriter(redactWriter{b.cmd.OutOrStdout(), b.r}, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "TARGET\tDIGEST\tPLATFORMS\tSIZE\tOUTPUT")
+	for _, img := range rep.Images {
+		rec := b.manifest.Target(img.Address)
+		size := int64(0)
+		var pushed []string
+		if rec != nil && len(rec.Images) > 0 {
+			size = rec.Images[0].Size
+			pushed = rec.Images[0].PushedTo
+		}
+		out := img.LayoutDir
+		if len(pushed) > 0 {
+			out = strings.Join(img.Tags, ", ") + " (pushed)"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", img.Address, shortDigest(img.Digest.String()), strings.Join(img.Platforms, ","), humanBytes(size), out)
+	}
+	w.Flush()
+	fmt.Fprintf(b.cmd.OutOrStdout(), "%d/%d steps from cache, %s. Manifest: %s\n", rep.CacheHits(), len(rep.Steps),
+		took.Round(100*time.Millisecond), filepath.Join(b.outDir, "manifest.json"))
+}
+
+func shortDigest(d string) string {
+	if len(d) > 19 {
+		return d[:19]
+	}
+	return d
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// layoutSize is the size of everything an image in a layout references: manifest, config, layers.
+func layoutSize(dir string) int64 {
+	idx, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		return 0
+	}
+	m, err := idx.IndexManifest()
+	if err != nil || len(m.Manifests) == 0 {
+		return 0
+	}
+	var total int64
+	for _, d := range m.Manifests {
+		total += d.Size
+		if img, err := idx.Image(d.Digest); err == nil {
+			if mf, err := img.Manifest(); err == nil {
+				total += mf.Config.Size
+				for _, l := range mf.Layers {
+					total += l.Size
+				}
+			}
+		}
+	}
+	return total
+}
+
+func buildID(t time.Time) string {
+	return fmt.Sprintf("%s-%d", t.UTC().Format("20060102T150405Z"), os.Getpid())
+}
+
+func recipeSources(r *recipes.Recipe) map[string][]byte {
+	out := map[string][]byte{}
+	for name, f := range r.Files {
+		out[name] = f.Bytes
+	}
+	return out
+}
