@@ -68,6 +68,10 @@ const (
 	bootstrapPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
 
+// CacheDirEnv names the environment variable that moves gpuforge's cache of bootstrapped bases
+// (by default the cache directory under the state directory).
+const CacheDirEnv = "GPUFORGE_CACHE_DIR"
+
 // BootstrapResult is a bootstrapped base: an OCI image layout holding one image.
 type BootstrapResult struct {
 	// LayoutDir is the OCI image layout: <cache dir>/bootstrap/<Key>.
@@ -104,7 +108,7 @@ func (r *BootstrapResult) Config() (ocispecs.Image, error) {
 // client.SolveOpt.OCIStores[r.StoreName()] = r.ContentStore(). It is derived from Key, so
 // bases with different inputs never share a name in one solve.
 func (r *BootstrapResult) StoreName() string {
-	return "gpuforge-bootstrap-" + r.Key[:16]
+	return "gpuforge-bootstrap-" + r.Key[:min(16, len(r.Key))]
 }
 
 // ContentStore opens the layout as a containerd content store, the type BuildKit's
@@ -145,7 +149,8 @@ type bootstrapOptions struct {
 }
 
 // WithBootstrapCacheDir is where bootstrapped bases are kept: DIR/bootstrap/<key>/. The
-// default is the cache directory under gpuforge's state directory (DefaultStateDir).
+// default is $GPUFORGE_CACHE_DIR (CacheDirEnv) when set, else the cache directory under
+// gpuforge's state directory (DefaultStateDir).
 func WithBootstrapCacheDir(dir string) BootstrapOption {
 	return func(o *bootstrapOptions) { o.cacheDir = dir }
 }
@@ -243,6 +248,9 @@ func Bootstrap(ctx context.Context, b *recipes.Bootstrap, opts ...BootstrapOptio
 	in, runEpoch, err := resolveBootstrapInputs(b, &o)
 	if err != nil {
 		return nil, err
+	}
+	if o.cacheDir == "" {
+		o.cacheDir = os.Getenv(CacheDirEnv)
 	}
 	if o.cacheDir == "" {
 		state, err := DefaultStateDir()

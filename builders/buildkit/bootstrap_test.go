@@ -415,12 +415,33 @@ func TestBootstrapDefaultCacheDir(t *testing.T) {
 	mm, _ := fakeMmdebstrap(t)
 	state := t.TempDir()
 	t.Setenv(buildkit.StateDirEnv, state)
-	res, err := buildkit.Bootstrap(context.Background(), bookworm(), buildkit.WithMmdebstrapPath(mm), buildkit.WithBootstrapMirror(fakeMirror), buildkit.WithBootstrapEpoch(fakeEpoch))
+	t.Setenv(buildkit.CacheDirEnv, "")
+	opts := []buildkit.BootstrapOption{buildkit.WithMmdebstrapPath(mm), buildkit.WithBootstrapMirror(fakeMirror), buildkit.WithBootstrapEpoch(fakeEpoch)}
+	res, err := buildkit.Bootstrap(context.Background(), bookworm(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := filepath.Join(state, "cache", "bootstrap", res.Key); res.LayoutDir != want {
 		t.Errorf("LayoutDir = %s, want %s", res.LayoutDir, want)
+	}
+
+	// $GPUFORGE_CACHE_DIR wins over the state directory, WithBootstrapCacheDir over both.
+	cache := t.TempDir()
+	t.Setenv(buildkit.CacheDirEnv, cache)
+	res, err = buildkit.Bootstrap(context.Background(), bookworm(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(cache, "bootstrap", res.Key); res.LayoutDir != want {
+		t.Errorf("with %s set: LayoutDir = %s, want %s", buildkit.CacheDirEnv, res.LayoutDir, want)
+	}
+	option := t.TempDir()
+	res, err = buildkit.Bootstrap(context.Background(), bookworm(), append(opts, buildkit.WithBootstrapCacheDir(option))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(option, "bootstrap", res.Key); res.LayoutDir != want {
+		t.Errorf("with WithBootstrapCacheDir: LayoutDir = %s, want %s", res.LayoutDir, want)
 	}
 }
 
@@ -618,6 +639,9 @@ func TestBootstrapDebian(t *testing.T) {
 // was made with: mmdebstrap runs once, and the image digest is the shared base's (same epoch,
 // same mirror content).
 func TestBootstrapDebianReproducibleAndConcurrent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("bootstraps Debian from the mirror (a minute or two); not in -short")
+	}
 	base := testenv.DebianBase(t)
 	cfg, err := base.Config()
 	if err != nil {

@@ -60,7 +60,8 @@ var (
 // Error is what every operation of this package returns when it fails. It names the registry
 // host and repository and says what kind of failure it was. Its message never contains a
 // credential: every password, token and basic-auth string the operation handed to the registry
-// is replaced by "[redacted]" (Err, the unredacted cause, is kept for errors.As; print Error()).
+// is replaced by "[redacted]", and so are the query values of URLs (pre-signed blob URLs carry
+// signatures there). Err, the unredacted cause, is kept for errors.As; print Error().
 type Error struct {
 	// Op is the operation: "push", "copy", "inspect".
 	Op string
@@ -134,8 +135,38 @@ func newError(op string, err error, s *secrets, refs ...name.Reference) *Error {
 	if e.Repository != "" {
 		where += "/" + e.Repository
 	}
-	e.msg = s.redact(fmt.Sprintf("%s %s: %s: %v", op, where, e.Kind, err))
+	e.msg = s.redact(fmt.Sprintf("%s %s: %s: %s", op, where, e.Kind, redactURLs(err)))
 	return e
+}
+
+// queryAllowlist are the query parameters whose values stay in messages: the rest may be
+// credentials, such as the signature of a pre-signed blob URL a registry redirected to.
+var queryAllowlist = map[string]bool{"digest": true, "mount": true, "from": true, "n": true, "last": true, "scope": true, "service": true}
+
+// redactURLs returns err's message with the query values of the URL of a failed request (as
+// net/http reports it in a *url.Error, unredacted) replaced, as go-containerregistry does for
+// its own errors (internal/redact).
+func redactURLs(err error) string {
+	msg := err.Error()
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return msg
+	}
+	u, perr := url.Parse(ue.URL)
+	if perr != nil || u.RawQuery == "" {
+		return msg
+	}
+	q := u.Query()
+	for k, vs := range q {
+		if !queryAllowlist[k] {
+			for i := range vs {
+				vs[i] = "REDACTED"
+			}
+		}
+	}
+	r := *u
+	r.RawQuery = q.Encode()
+	return strings.ReplaceAll(msg, ue.URL, r.Redacted())
 }
 
 // classify sorts a failure into a Kind.
@@ -327,4 +358,11 @@ func (s *secrets) redact(msg string) string {
 		msg = strings.ReplaceAll(msg, v, "[redacted]")
 	}
 	return msg
+}
+
+// hostOf returns the registry host of a reference string without validating the rest, for
+// messages about references that do not parse.
+func hostOf(ref string) string {
+	h, _, _ := strings.Cut(ref, "/")
+	return h
 }

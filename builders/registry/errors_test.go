@@ -73,6 +73,12 @@ func TestNewErrorNamesRegistryAndRepository(t *testing.T) {
 	if !errors.Is(e, syscall.ECONNRESET) {
 		t.Errorf("the cause is not reachable with errors.Is")
 	}
+	// The query of a failed request's URL (a pre-signed blob URL's signature) is redacted.
+	signed := &url.Error{Op: "Patch", URL: "https://blobs.example.com/upload/1?X-Amz-Signature=canary-sig&digest=sha256%3Aabc", Err: syscall.ECONNRESET}
+	e = newError("push", signed, nil, dst)
+	if strings.Contains(e.Error(), "canary-sig") || !strings.Contains(e.Error(), "X-Amz-Signature=REDACTED") || !strings.Contains(e.Error(), "digest=sha256") {
+		t.Errorf("message %q: want the signature redacted and the digest kept", e.Error())
+	}
 	// An *Error is not wrapped twice.
 	if again := newError("copy", fmt.Errorf("outer: %w", e), nil, src); again != e {
 		t.Errorf("newError wrapped an *Error again")

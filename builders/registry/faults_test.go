@@ -201,3 +201,26 @@ func TestPushGivesUpAfterAttempts(t *testing.T) {
 		t.Errorf("%d manifest PUTs, want 3 (WithRetry(3, …))\n%s", n, proxy.Summary())
 	}
 }
+
+// TestPushRefusesLinkLocalRedirect: an upload Location pointing at another host on a private or
+// link-local address (an instance metadata endpoint) is refused before anything is sent there,
+// and not retried.
+func TestPushRefusesLinkLocalRedirect(t *testing.T) {
+	reg := testenv.StartRegistry(t)
+	proxy := testenv.StartFaultProxy(t, reg)
+	dir := writeLayout(t, testIndex(t, 1, 8<<10, "linux/amd64"), "")
+	proxy.Inject(t, testenv.Fault{Method: http.MethodPost, Path: pathUploads, Status: http.StatusAccepted,
+		Header: http.Header{"Location": {"https://169.254.169.254/latest/meta-data/iam/"}}})
+
+	_, err := Push(ctxFor(t), dir, proxy.Host+"/team/ssrf:v1", append(testOpts(reg, proxy.Host), WithJobs(1))...)
+	if err == nil || !strings.Contains(err.Error(), "169.254.169.254") {
+		t.Fatalf("err = %v; want a refusal naming the link-local host", err)
+	}
+	t.Logf("error: %v", err)
+	if n := proxy.Count(http.MethodPost, pathUploads); n != 1 {
+		t.Errorf("%d upload POSTs, want 1 (a refused redirect is not retried)\n%s", n, proxy.Summary())
+	}
+	if n := proxy.Count(http.MethodPatch, ""); n != 0 {
+		t.Errorf("%d PATCHes reached the registry", n)
+	}
+}

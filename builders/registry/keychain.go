@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strings"
 
 	"github.com/docker/docker-credential-helpers/client"
 	"github.com/docker/docker-credential-helpers/credentials"
@@ -283,11 +282,4 @@ func (a recordingAuth) AuthorizationContext(ctx context.Context) (*authn.AuthCon
 	c, err := authn.Authorization(ctx, a.inner)
 	a.s.addAuth(c)
 	return c, err
-}
-
-// hostOf returns the registry host of a reference string without validating the rest, for
-// messages about references that do not parse.
-func hostOf(ref string) string {
-	h, _, _ := strings.Cut(ref, "/")
-	return h
 }

@@ -27,7 +27,7 @@ const AnnotationRefName = "org.opencontainers.image.ref.name"
 // Push uploads the image or index in src to ref and returns ref's repository at the pushed
 // digest. src is one of:
 //
-//   - an OCI image layout directory: the manifest with the ref name given by WithRefName, else
+//   - an OCI image layout directory: the manifest with the ref name (or digest) given by WithRefName, else
 //     index.json's only entry (an image or an index), else all of index.json's entries pushed
 //     as one index;
 //   - a tar file (optionally gzip-compressed) of an OCI image layout, as BuildKit's oci exporter
@@ -156,7 +156,9 @@ func fromLayout(dir, refName string) (pushable, error) {
 	case refName != "":
 		var names []string
 		for _, d := range im.Manifests {
-			if d.Annotations[AnnotationRefName] == refName {
+			// A digest selects the entry by content: what a build just exported, whatever
+			// ref names earlier builds left in the layout.
+			if d.Annotations[AnnotationRefName] == refName || d.Digest.String() == refName {
 				picked = append(picked, d)
 			}
 			if n := d.Annotations[AnnotationRefName]; n != "" {
@@ -165,6 +167,9 @@ func fromLayout(dir, refName string) (pushable, error) {
 		}
 		if len(picked) == 0 {
 			return nil, fmt.Errorf("no manifest in index.json has %s %q (it has %s)", AnnotationRefName, refName, quoteList(names))
+		}
+		if len(picked) > 1 && picked[0].Digest.String() == refName {
+			picked = picked[:1] // one entry per tag, all the same manifest
 		}
 		if len(picked) > 1 {
 			return nil, fmt.Errorf("%d manifests in index.json have %s %q", len(picked), AnnotationRefName, refName)
