@@ -23,14 +23,18 @@ APT_OPTS := -qq -o DPkg::Lock::Timeout=600
 modversion = $(shell awk -v m='$(1)' '{for (i = 1; i < NF; i++) if ($$i == m) {print $$(i+1); exit}}' tools/go.mod)
 BUILDKIT_MOD := github.com/moby/buildkit
 DISTRIBUTION_MOD := github.com/distribution/distribution/v3
+GGCR_MOD := github.com/google/go-containerregistry
 BUILDKIT_VERSION = $(call modversion,$(BUILDKIT_MOD))
 DISTRIBUTION_VERSION = $(call modversion,$(DISTRIBUTION_MOD))
+GGCR_VERSION = $(call modversion,$(GGCR_MOD))
 # Same tags and linker variables as BuildKit's own Dockerfile (static, no cgo).
 BUILDKIT_TAGS := osusergo netgo static_build seccomp
 BUILDKIT_LDFLAGS = -X $(BUILDKIT_MOD)/version.Version=$(BUILDKIT_VERSION) -X $(BUILDKIT_MOD)/version.Package=$(BUILDKIT_MOD)
 # distribution's release builds print the version without its leading "v".
 DISTRIBUTION_LDFLAGS = -X $(DISTRIBUTION_MOD)/version.version=$(patsubst v%,%,$(DISTRIBUTION_VERSION)) -X $(DISTRIBUTION_MOD)/version.mainpkg=$(DISTRIBUTION_MOD)
-TOOLS := bin/buildkitd bin/buildctl bin/registry
+# crane prints the module version with `crane version`, as its release builds do.
+CRANE_LDFLAGS = -X $(GGCR_MOD)/cmd/crane/cmd.Version=$(GGCR_VERSION)
+TOOLS := bin/buildkitd bin/buildctl bin/registry bin/crane
 
 # Files `make fmt` and `make lint` look at: every Go file outside build
 # outputs, caches and testdata.
@@ -58,7 +62,7 @@ apt-deps: ## install missing apt packages (runc, qemu, ovmf, mmdebstrap, ...); n
 		echo 'apt-get update failed; installing from the package lists already here' >&2; \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get $(APT_OPTS) install -y --no-install-recommends $$missing
 
-tools: $(TOOLS) ## build bin/buildkitd, bin/buildctl, bin/registry from tools/ when missing or out of date
+tools: $(TOOLS) ## build bin/buildkitd, bin/buildctl, bin/registry, bin/crane from tools/ when missing or out of date
 
 # go build leaves an up-to-date output untouched, so touch it: otherwise a
 # newer tools/go.mod would send every later `make setup` back into go build.
@@ -75,6 +79,11 @@ bin/buildctl: tools/go.mod tools/go.sum
 bin/registry: tools/go.mod tools/go.sum
 	@mkdir -p bin
 	cd tools && CGO_ENABLED=0 $(GO) build -ldflags '$(DISTRIBUTION_LDFLAGS)' -o ../$@ $(DISTRIBUTION_MOD)/cmd/registry
+	@touch $@
+
+bin/crane: tools/go.mod tools/go.sum
+	@mkdir -p bin
+	cd tools && CGO_ENABLED=0 $(GO) build -ldflags '$(CRANE_LDFLAGS)' -o ../$@ $(GGCR_MOD)/cmd/crane
 	@touch $@
 
 build: ## build bin/gpuforge

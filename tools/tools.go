@@ -8,6 +8,7 @@ package tools
 
 import (
 	_ "github.com/distribution/distribution/v3/cmd/registry"
+	_ "github.com/google/go-containerregistry/cmd/crane"
 	_ "github.com/moby/buildkit/cmd/buildctl"
 	_ "github.com/moby/buildkit/cmd/buildkitd"
 )

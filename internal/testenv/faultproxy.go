@@ -53,6 +53,8 @@ type Fault struct {
 	Status int
 	// RetryAfter, with Status, sets the Retry-After header (seconds or an HTTP date).
 	RetryAfter string
+	// Header, with Status, sets more response headers, such as a Location.
+	Header http.Header
 
 	// Reset reads ResetAfter bytes of the request body (all of it when the body is shorter),
 	// then resets the TCP connection (RST) without answering, as a proxy or load balancer
@@ -272,6 +274,9 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Read the body first, so that the client reads the answer instead of failing to write.
 		_, _ = io.Copy(io.Discard, r.Body)
 		p.record(r, start, f.Status, "status")
+		for k, vs := range f.Header {
+			w.Header()[k] = vs
+		}
 		if f.RetryAfter != "" {
 			w.Header().Set("Retry-After", f.RetryAfter)
 		}
