@@ -245,10 +245,6 @@ func Bootstrap(ctx context.Context, b *recipes.Bootstrap, opts ...BootstrapOptio
 	if o.log == nil {
 		o.log = io.Discard
 	}
-	in, runEpoch, err := resolveBootstrapInputs(b, &o)
-	if err != nil {
-		return nil, err
-	}
 	if o.cacheDir == "" {
 		o.cacheDir = os.Getenv(CacheDirEnv)
 	}
@@ -262,6 +258,11 @@ func Bootstrap(ctx context.Context, b *recipes.Bootstrap, opts ...BootstrapOptio
 	cacheDir, err := filepath.Abs(o.cacheDir)
 	if err != nil {
 		return nil, fmt.Errorf("bootstrap: cache directory: %w", err)
+	}
+	o.cacheDir = cacheDir
+	in, runEpoch, err := resolveBootstrapInputs(b, &o)
+	if err != nil {
+		return nil, err
 	}
 	key := in.key()
 	dir := filepath.Join(cacheDir, "bootstrap")
@@ -386,7 +387,7 @@ func resolveBootstrapInputs(b *recipes.Bootstrap, o *bootstrapOptions) (*bootstr
 			return nil, time.Time{}, errors.New("bootstrap: mmdebstrap is not installed (apt-get install mmdebstrap, or `make setup`)")
 		}
 	}
-	if in.Mmdebstrap, err = mmdebstrapVersion(o.mmdebstrap); err != nil {
+	if in.Mmdebstrap, err = mmdebstrapVersion(o.mmdebstrap, o.cacheDir); err != nil {
 		return nil, time.Time{}, err
 	}
 	return in, runEpoch, nil
@@ -434,8 +435,9 @@ func bootstrapPlatform(arch string) (ocispecs.Platform, error) {
 var mmdebstrapVersions sync.Map // path, size and mtime -> version
 
 // mmdebstrapVersion returns `mmdebstrap --version` ("mmdebstrap 1.3.5"), remembered per
-// program file.
-func mmdebstrapVersion(path string) (string, error) {
+// program file in memory and in the cache directory: mmdebstrap is a Perl program that takes
+// about 0.4 s to say its version, which would be most of a no-op rebuild.
+func mmdebstrapVersion(path, cacheDir string) (string, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return "", fmt.Errorf("bootstrap: mmdebstrap: %w", err)
@@ -444,6 +446,25 @@ func mmdebstrapVersion(path string) (string, error) {
 	if v, ok := mmdebstrapVersions.Load(id); ok {
 		return v.(string), nil
 	}
+	memo := ""
+	if cacheDir != "" {
+		memo = filepath.Join(cacheDir, "bootstrap", "mmdebstrap-version")
+		if data, err := os.ReadFile(memo); err == nil {
+			if saved, v, ok := strings.Cut(string(data), "\n"); ok && saved == id && v != "" {
+				mmdebstrapVersions.Store(id, v)
+				return v, nil
+			}
+		}
+	}
+	defer func() {
+		if v, ok := mmdebstrapVersions.Load(id); ok && memo != "" {
+			_ = os.MkdirAll(filepath.Dir(memo), 0o755)
+			tmp := fmt.Sprintf("%s.%d", memo, os.Getpid())
+			if os.WriteFile(tmp, []byte(id+"\n"+v.(string)), 0o644) == nil {
+				_ = os.Rename(tmp, memo)
+			}
+		}
+	}()
 	out, err := exec.Command(path, "--version").Output()
 	if err != nil {
 		return "", fmt.Errorf("bootstrap: %s --version: %w", path, err)

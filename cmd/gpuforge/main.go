@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 )
 
@@ -40,6 +41,9 @@ func exitf(code int, format string, args ...any) error {
 }
 
 func main() {
+	// containerd's and BuildKit's client packages log through logrus; their warnings (such as
+	// "failed check for fsverity support" on every content store) are not the user's concern.
+	logrus.SetLevel(logrus.ErrorLevel)
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
