@@ -107,9 +107,10 @@ fuzz: ## run each of FUZZ_TARGETS for FUZZTIME (default 60s)
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
 	done
 
-demo: build ## build, then check and plan the examples
+demo: setup build ## build examples/quickstart.hcl on gpuforge's own buildkitd and show the result
 	bin/gpuforge check examples/
-	bin/gpuforge plan examples/quickstart.hcl
+	bin/gpuforge build examples/quickstart.hcl
+	bin/gpuforge builder status
 
 fmt: ## gofmt every Go file
 	@$(GO_FILES) | xargs -0 -r gofmt -w
