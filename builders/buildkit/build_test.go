@@ -15,6 +15,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/containerd/platforms"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/moby/buildkit/client"
 
@@ -323,5 +324,48 @@ image "broken" {
 	}
 	if !strings.Contains(be.Location, ":"+strconv.Itoa(line)+":") {
 		t.Errorf("location %q, want line %d", be.Location, line)
+	}
+}
+
+// TestRunInImage runs a script inside a built image the way GPU checks run: files in, files
+// out, never cached. Without a GPU it runs with no device; a CDI device that no spec defines
+// fails with the device named.
+func TestRunInImage(t *testing.T) {
+	c := connect(t)
+	r := e2eRecipe(t, `
+image "checked" {
+  from = base.debian
+  env  = { CHECK_ENV = "from-the-image" }
+}
+`)
+	rep, err := build(t, c, r, []string{"checked"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := rep.Images[0]
+	run := buildkit.InImageRun{
+		LayoutDir: img.LayoutDir, Digest: img.Digest, Platform: platforms.DefaultSpec(),
+		Files:  map[string][]byte{"input.txt": []byte("hello from gpuforge\n")},
+		Script: `cp /gpuforge/in/input.txt /gpuforge/out/copied.txt && echo "$CHECK_ENV $NCCL_NVLS_ENABLE" > /gpuforge/out/env.txt && cat /proc/sys/kernel/random/uuid > /gpuforge/out/run-id`,
+		Env:    map[string]string{"NCCL_NVLS_ENABLE": "0"},
+	}
+	ctx := context.Background()
+	first, err := buildkit.RunInImage(ctx, c, run, nil, "quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(first["copied.txt"]) != "hello from gpuforge\n" || string(first["env.txt"]) != "from-the-image 0\n" {
+		t.Errorf("outputs = %q", first)
+	}
+	second, err := buildkit.RunInImage(ctx, c, run, nil, "quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first["run-id"]) == 0 || string(first["run-id"]) == string(second["run-id"]) {
+		t.Error("the check was taken from the cache: both runs have the same run id")
+	}
+	run.Devices = []string{"nvidia.com/gpu=7"}
+	if _, err := buildkit.RunInImage(ctx, c, run, nil, "quiet"); err == nil || !strings.Contains(err.Error(), "nvidia.com/gpu=7") {
+		t.Errorf("an unknown CDI device: err = %v, want it named", err)
 	}
 }

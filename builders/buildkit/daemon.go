@@ -295,6 +295,9 @@ func daemonArgs(p localPaths) []string {
 		"--addr", p.address(),
 		"--oci-worker=true",
 		"--containerd-worker=false",
+		// GPU checks run inside built images with CDI devices; a build asks for the device
+		// entitlement only for those steps.
+		"--allow-insecure-entitlement=device",
 	}
 }
 

@@ -91,6 +91,7 @@ func startBuildkitd(t testing.TB, addr string, extra []string, copts []client.Cl
 		"--root", filepath.Join(dir, "root"),
 		"--addr", addr,
 		"--oci-worker=true",
+		"--allow-insecure-entitlement=device",
 		"--containerd-worker=false",
 	}, extra...)
 	cmd := exec.Command(bin, args...)
