@@ -76,8 +76,10 @@ func DefaultStateDir() (string, error) {
 //	<state>/buildkit/buildkitd.pid  the daemon's process id, written by gpuforge
 //	<state>/buildkit/buildkitd.log  the daemon's stdout and stderr (the previous one is .log.1)
 //	<state>/buildkit/buildkitd.lock flock'd while a gpuforge checks, starts or stops the daemon
+//	<state>/buildkit/buildkitd.toml the daemon's configuration (CDI spec directories)
+//	<state>/cdi                     CDI specs gpuforge generates for GPU checks
 type localPaths struct {
-	dir, root, socket, pid, log, lock string
+	dir, root, socket, pid, log, lock, config, cdi string
 }
 
 func newLocalPaths(stateDir string) localPaths {
@@ -89,7 +91,29 @@ func newLocalPaths(stateDir string) localPaths {
 		pid:    filepath.Join(dir, "buildkitd.pid"),
 		log:    filepath.Join(dir, "buildkitd.log"),
 		lock:   filepath.Join(dir, "buildkitd.lock"),
+		config: filepath.Join(dir, "buildkitd.toml"),
+		cdi:    filepath.Join(stateDir, "cdi"),
 	}
+}
+
+// CDISpecDir is where gpuforge writes the CDI specs the local daemon of a state directory reads
+// (besides the system's /etc/cdi and /var/run/cdi).
+func CDISpecDir(stateDir string) (string, error) {
+	dir, err := resolveStateDir(stateDir)
+	if err != nil {
+		return "", err
+	}
+	return newLocalPaths(dir).cdi, nil
+}
+
+// writeDaemonConfig writes buildkitd's configuration: the CDI spec directories, which must
+// exist before the daemon starts for it to watch them.
+func writeDaemonConfig(p localPaths) error {
+	if err := os.MkdirAll(p.cdi, 0o755); err != nil {
+		return err
+	}
+	cfg := fmt.Sprintf("[cdi]\n  specDirs = [\"/etc/cdi\", \"/var/run/cdi\", %q]\n", p.cdi)
+	return os.WriteFile(p.config, []byte(cfg), 0o644)
 }
 
 func (p localPaths) address() string { return "unix://" + p.socket }
@@ -243,6 +267,9 @@ func startDaemon(ctx context.Context, p localPaths, bin string, timeout time.Dur
 	if err != nil {
 		return 0, fmt.Errorf("local buildkitd: %w", err)
 	}
+	if err := writeDaemonConfig(p); err != nil {
+		return 0, fmt.Errorf("local buildkitd: %w", err)
+	}
 	cmd := exec.Command(bin, daemonArgs(p)...)
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -293,6 +320,7 @@ func daemonArgs(p localPaths) []string {
 	return []string{
 		"--root", p.root,
 		"--addr", p.address(),
+		"--config", p.config,
 		"--oci-worker=true",
 		"--containerd-worker=false",
 		// GPU checks run inside built images with CDI devices; a build asks for the device
