@@ -448,7 +448,7 @@ func mmdebstrapVersion(path, cacheDir string) (string, error) {
 	}
 	memo := ""
 	if cacheDir != "" {
-		memo = filepath.Join(cacheDir, "bootstrap", "mmdebstrap-version")
+		memo = filepath.Join(cacheDir, "mmdebstrap-version")
 		if data, err := os.ReadFile(memo); err == nil {
 			if saved, v, ok := strings.Cut(string(data), "\n"); ok && saved == id && v != "" {
 				mmdebstrapVersions.Store(id, v)
