@@ -5,6 +5,8 @@ SHELL := /bin/bash
 .DELETE_ON_ERROR:
 
 GO ?= go
+# go-nvml (NVML host checks) and nvcdi need cgo; silence go-nvml's header deprecation warnings.
+export CGO_CFLAGS := -Wno-deprecated-declarations
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 FUZZTIME ?= 60s
 FUZZ_TARGETS := ./recipes:FuzzParse ./pipeline:FuzzPlan
@@ -13,7 +15,7 @@ FUZZ_TARGETS := ./recipes:FuzzParse ./pipeline:FuzzPlan
 # daemons built from tools/. Recommends are left out: with them qemu-system-x86
 # alone drags in GTK, GStreamer and Mesa (about 190 packages instead of 40).
 APT_PACKAGES := runc mmdebstrap debootstrap debian-archive-keyring \
-	qemu-system-x86 ovmf qemu-utils e2fsprogs dosfstools ca-certificates git
+	qemu-system-x86 ovmf qemu-utils e2fsprogs dosfstools ca-certificates git gcc libc6-dev
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # Wait for a dpkg lock held by e.g. unattended-upgrades on a fresh machine.
 APT_OPTS := -qq -o DPkg::Lock::Timeout=600
@@ -42,7 +44,7 @@ GO_FILES := find . -name '*.go' -not -path './.git/*' -not -path './bin/*' \
 	-not -path './.cache/*' -not -path './dist/*' -not -path './carry/*' \
 	-not -path '*/testdata/*' -print0
 
-.PHONY: help setup apt-deps tools build test unit fuzz demo fmt lint clean
+.PHONY: help setup apt-deps tools build test unit fuzz demo gpu-test fmt lint clean
 
 help: ## list the targets
 	@echo 'usage: make <target>'
@@ -88,7 +90,7 @@ bin/crane: tools/go.mod tools/go.sum
 
 build: ## build bin/gpuforge
 	@mkdir -p bin
-	CGO_ENABLED=0 $(GO) build -ldflags '-X main.version=$(VERSION)' -o bin/gpuforge ./cmd/gpuforge
+	CGO_ENABLED=1 CGO_CFLAGS=-Wno-deprecated-declarations $(GO) build -ldflags '-X main.version=$(VERSION)' -o bin/gpuforge ./cmd/gpuforge
 
 test: setup build lint ## everything CI runs: gofmt and vet, all tests with the real daemons, then fuzz
 	GPUFORGE_REQUIRE_TOOLS=1 PATH="$(CURDIR)/bin:$$PATH" $(GO) test -count=1 -timeout 30m ./...
@@ -106,6 +108,13 @@ fuzz: ## run each of FUZZ_TARGETS for FUZZTIME (default 60s)
 		echo "== fuzz $$pkg $$name for $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
 	done
+
+gpu-test: build bin/nvidia-cdi-hook ## on a GPU host (root): validate an image and the host on real GPUs; reports in docs/validation/latest
+	PATH="$(CURDIR)/bin:$$PATH" tools/gpu/gpu-test.sh docs/validation/latest
+
+# The hook the CDI specs gpuforge generates call (NVIDIA's; GPU hosts may not have it).
+bin/nvidia-cdi-hook:
+	GOBIN=$(CURDIR)/bin $(GO) install github.com/NVIDIA/nvidia-container-toolkit/cmd/nvidia-cdi-hook@v1.20.2
 
 demo: setup build ## build examples/quickstart.hcl on gpuforge's own buildkitd and show the result
 	bin/gpuforge check examples/

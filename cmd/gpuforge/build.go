@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/spf13/cobra"
 
@@ -111,14 +112,10 @@ func (b *buildRun) run() error {
 			skipped = append(skipped, t.Address)
 		}
 	}
-	for _, st := range b.plan.Stages {
-		if st.Kind != pipeline.StagePush {
-			continue
-		}
-		for _, dep := range st.After {
-			if strings.HasPrefix(dep, recipes.KindValidate+".") {
-				gated[strings.TrimPrefix(st.Target, recipes.KindImage+".")] = append(gated[strings.TrimPrefix(st.Target, recipes.KindImage+".")], strings.SplitN(dep, "/", 2)[0])
-			}
+	// A validation gates the publishing of its target, whether the recipe or --push asks for it.
+	for _, v := range b.r.Validates {
+		if v.Target.Kind == recipes.KindImage {
+			gated[v.Target.Name] = append(gated[v.Target.Name], recipes.KindValidate+"."+v.Name)
 		}
 	}
 	if len(skipped) > 0 {
@@ -147,7 +144,7 @@ func (b *buildRun) run() error {
 	}
 	defer c.Close()
 
-	kc := registry.NewKeychain(b.r.Registries)
+	kc := recipeKeychain(b.r)
 	opts := []buildkit.BuildOption{
 		buildkit.WithOutDir(b.outDir),
 		buildkit.WithKeychain(kc),
@@ -155,7 +152,7 @@ func (b *buildRun) run() error {
 		buildkit.WithBootstrapLog(io.Discard),
 	}
 	if b.progress != "quiet" {
-		opts = append(opts, buildkit.WithProgress(redactWriter{stderr, b.r}, b.progress))
+		opts = append(opts, buildkit.WithProgress(progressWriter(stderr, b.r), b.progress))
 	}
 	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
 		sec, err := strconv.ParseInt(s, 10, 64)
@@ -180,6 +177,9 @@ func (b *buildRun) run() error {
 		rec.Platform = strings.Join(img.Platforms, ",")
 		for _, o := range b.r.Image(name).Outputs {
 			out, _ := recipes.ParseOutput(o)
+			if !filepath.IsAbs(out.Dest) {
+				out.Dest = filepath.Join(b.r.Dir, out.Dest) // relative to the recipe, like copy sources
+			}
 			if err := buildkit.WriteOutput(img.LayoutDir, img.Tags, out); err != nil {
 				return fmt.Errorf("%s: output %s: %w", img.Address, o, err)
 			}
@@ -252,29 +252,55 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// layoutSize is the size of everything an image in a layout references: manifest, config, layers.
+// layoutSize is the size of everything the layout's images reference: manifests, configs and
+// layers, through nested indexes (a multi-platform image, or one with an attestation).
 func layoutSize(dir string) int64 {
 	idx, err := layout.ImageIndexFromPath(dir)
 	if err != nil {
 		return 0
 	}
-	m, err := idx.IndexManifest()
-	if err != nil || len(m.Manifests) == 0 {
-		return 0
-	}
-	var total int64
-	for _, d := range m.Manifests {
-		total += d.Size
-		if img, err := idx.Image(d.Digest); err == nil {
-			if mf, err := img.Manifest(); err == nil {
-				total += mf.Config.Size
-				for _, l := range mf.Layers {
-					total += l.Size
+	seen := map[string]bool{}
+	var walk func(idx v1.ImageIndex) int64
+	walk = func(idx v1.ImageIndex) int64 {
+		m, err := idx.IndexManifest()
+		if err != nil {
+			return 0
+		}
+		var total int64
+		for _, d := range m.Manifests {
+			if seen[d.Digest.String()] {
+				continue
+			}
+			seen[d.Digest.String()] = true
+			total += d.Size
+			if d.MediaType.IsIndex() {
+				if inner, err := idx.ImageIndex(d.Digest); err == nil {
+					total += walk(inner)
+				}
+				continue
+			}
+			if img, err := idx.Image(d.Digest); err == nil {
+				if mf, err := img.Manifest(); err == nil {
+					total += mf.Config.Size
+					for _, l := range mf.Layers {
+						total += l.Size
+					}
 				}
 			}
 		}
+		return total
 	}
-	return total
+	return walk(idx)
+}
+
+// progressWriter is where BuildKit's progress goes: the terminal itself when the recipe has no
+// sensitive value (so the tty display works), else a redacting writer (the display then falls
+// back to plain output).
+func progressWriter(stderr io.Writer, r *recipes.Recipe) io.Writer {
+	if len(r.SensitiveValues()) == 0 {
+		return stderr
+	}
+	return redactWriter{stderr, r}
 }
 
 func buildID(t time.Time) string {
@@ -287,4 +313,17 @@ func recipeSources(r *recipes.Recipe) map[string][]byte {
 		out[name] = f.Bytes
 	}
 	return out
+}
+
+// recipeKeychain is the credentials of a recipe: its registry blocks, docker's config and
+// helpers, and the NGC key from the environment variable its frameworks name.
+func recipeKeychain(r *recipes.Recipe) *registry.Keychain {
+	var opts []registry.KeychainOption
+	for _, f := range r.Frameworks {
+		if f.APIKeyEnv != "" {
+			opts = append(opts, registry.WithNGCKeyEnv(f.APIKeyEnv))
+			break
+		}
+	}
+	return registry.NewKeychain(r.Registries, opts...)
 }

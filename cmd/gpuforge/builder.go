@@ -40,10 +40,6 @@ when it is not running and which keeps running between builds. Its state (build 
 log) is under $GPUFORGE_STATE_DIR, else $XDG_STATE_HOME/gpuforge, else ~/.local/state/gpuforge.`,
 		Args: cobra.NoArgs,
 	}
-	f := cmd.PersistentFlags()
-	f.String(tlsCACertFlag, "", "CA certificate (PEM) that signed a tcp:// builder's certificate")
-	f.String(tlsCertFlag, "", "client certificate (PEM) for a tcp:// builder that requires mutual TLS")
-	f.String(tlsKeyFlag, "", "key (PEM) of the client certificate")
 	cmd.AddCommand(newBuilderStatusCmd(), newBuilderDUCmd(), newBuilderPruneCmd(), newBuilderStopCmd())
 	return cmd
 }

@@ -17,11 +17,12 @@ import (
 
 // Exit codes are part of gpuforge's interface: scripts and CI branch on them. docs/cli.md lists them.
 const (
-	ExitOK          = 0   // success
-	ExitRecipe      = 1   // the recipe or its inputs (-var, -var-file) have errors; diagnostics were printed
-	ExitUsage       = 2   // the command line is wrong: unknown flag, command or target
-	ExitUnformatted = 3   // fmt -check: some files are not formatted
-	ExitFailed      = 4   // a build, push or other step failed
+	ExitOK          = 0 // success
+	ExitRecipe      = 1 // the recipe or its inputs (-var, -var-file) have errors; diagnostics were printed
+	ExitUsage       = 2 // the command line is wrong: unknown flag, command or target
+	ExitUnformatted = 3 // fmt -check: some files are not formatted
+	ExitFailed      = 4 // a build, push or other step failed
+	// ExitValidationFailed (5, in validate.go): a validation's verdict is fail.
 	ExitInterrupted = 130 // stopped by SIGINT or SIGTERM after cleanup ran (commands that run steps)
 )
 
@@ -71,7 +72,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // singleDashFlags accepts the single-dash long flags Packer and Terraform users type
 // (-var, -var-file, -check, -diff) by rewriting them to the double-dash form cobra parses.
 func singleDashFlags(args []string) []string {
-	long := map[string]bool{"var": true, "var-file": true, "check": true, "diff": true, "format": true, "recursive": true, "target": true, "builder": true, "progress": true, "push": true, "out": true, "metadata-file": true}
+	long := map[string]bool{"var": true, "var-file": true, "check": true, "diff": true, "format": true, "recursive": true, "target": true, "builder": true, "progress": true, "push": true, "out": true, "metadata-file": true, "tlscacert": true, "tlscert": true, "tlskey": true}
 	out := make([]string, len(args))
 	for i, a := range args {
 		out[i] = a
@@ -104,8 +105,11 @@ Exit codes: 0 success, 1 recipe errors, 2 usage errors, 3 unformatted files (fmt
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	root.PersistentFlags().String(tlsCACertFlag, "", "CA certificate (PEM) that signed a tcp:// builder's certificate")
+	root.PersistentFlags().String(tlsCertFlag, "", "client certificate (PEM) for a tcp:// builder that requires mutual TLS")
+	root.PersistentFlags().String(tlsKeyFlag, "", "key (PEM) of the client certificate")
 	root.PersistentFlags().String("builder", "", "BuildKit daemon to use: unix:///path or tcp://host:port (default $BUILDKIT_HOST, else a local daemon gpuforge starts)")
 	root.AddCommand(newCheckCmd(), newPlanCmd(), newFmtCmd(), newVersionCmd(), newBuildCmd(), newBuilderCmd(),
-		newPushCmd(), newCopyCmd(), newInspectCmd())
+		newPushCmd(), newCopyCmd(), newInspectCmd(), newValidateCmd())
 	return root
 }
