@@ -292,6 +292,10 @@ func (g *gatewayResolver) ResolveBase(ctx context.Context, src recipes.Source, p
 				if err != nil {
 					return nil, err
 				}
+				if !platforms.Only(p).Match(boot.Platform) {
+					return nil, fmt.Errorf("base %s is bootstrapped for %s, not %s: set bootstrap.architecture, or bootstrap one base per platform",
+						b.Name, platforms.Format(boot.Platform), platforms.Format(p))
+				}
 				return &Base{State: boot.State(), Config: cfg, Ref: "bootstrap/" + b.Bootstrap.Suite, Digest: boot.Digest}, nil
 			}
 			ref = b.Image
@@ -418,7 +422,7 @@ func buildOne(ctx context.Context, c *client.Client, r *recipes.Recipe, name str
 		}
 	}
 
-	secrets, err := secretSources(img, o.env)
+	secrets, err := secretSources(img, r.Dir, o.env)
 	if err != nil {
 		close(ch)
 		return nil, err
@@ -473,7 +477,7 @@ func staticAnnotations(r *recipes.Recipe, img *recipes.Image, epoch *time.Time) 
 
 // secretSources gives the build its secrets from the recipe's secret blocks, read from the
 // environment or files of the machine running gpuforge, and only through the session.
-func secretSources(img *recipes.Image, lookup func(string) (string, bool)) (session.Attachable, error) {
+func secretSources(img *recipes.Image, dir string, lookup func(string) (string, bool)) (session.Attachable, error) {
 	values := map[string][]byte{}
 	for _, s := range img.Secrets {
 		switch {
@@ -487,7 +491,11 @@ func secretSources(img *recipes.Image, lookup func(string) (string, bool)) (sess
 			}
 			values[s.ID] = []byte(v)
 		case s.File != "":
-			data, err := os.ReadFile(s.File)
+			path := s.File
+			if !filepath.IsAbs(path) {
+				path = filepath.Join(dir, path) // relative to the recipe, like copy sources
+			}
+			data, err := os.ReadFile(path)
 			if err != nil {
 				if s.Required != nil && !*s.Required {
 					continue
