@@ -19,13 +19,14 @@ import (
 	"github.com/gpuforge/gpuforge/builders/registry"
 	"github.com/gpuforge/gpuforge/pipeline"
 	"github.com/gpuforge/gpuforge/recipes"
+	"github.com/gpuforge/gpuforge/validate"
 )
 
 func newBuildCmd() *cobra.Command {
 	var rf recipeFlags
 	var targets []string
 	var progress, outDir, metadataFile string
-	var push, skipValidation bool
+	var push, skipValidation, runValidation bool
 	cmd := &cobra.Command{
 		Use:   "build [path]",
 		Short: "Build the image targets of a recipe on BuildKit, write them as OCI layouts, push them",
@@ -39,8 +40,10 @@ outputs the recipe lists (an OCI tarball, a docker tarball, another layout), the
 tags when the image says push = true or --push is given. The build manifest (JSON, schema v1)
 records every digest, tag and push; --metadata-file writes it.
 
-Machine images and validation are planned (gpuforge plan) but not built by this version; a push
-that a validation gates is refused unless --skip-validation says to push without the GPU check.`,
+A validate block gates the push of its image: --validate runs those validations on this
+machine's GPUs after the build (as gpuforge validate does) and pushes only what passed; without
+it such a push is refused, unless --skip-validation says to push without the GPU check.
+Machine images are planned (gpuforge plan) but not built by this version.`,
 		Example: `  gpuforge build examples/quickstart.hcl
   gpuforge build -t trainer --push --metadata-file build.json examples/ngc-pytorch.hcl`,
 		Args: cobra.MaximumNArgs(1),
@@ -61,19 +64,19 @@ that a validation gates is refused unless --skip-validation says to push without
 			if err != nil {
 				return exitf(ExitUsage, "%s", r.Redact(err.Error()))
 			}
-			b := &buildRun{cmd: cmd, r: r, plan: plan, outDir: outDir, push: push, skipValidation: skipValidation, progress: progress}
+			b := &buildRun{cmd: cmd, r: r, plan: plan, outDir: outDir, push: push, skipValidation: skipValidation, runValidation: runValidation, progress: progress}
 			err = b.run()
+			if metadataFile != "" && b.manifest != nil {
+				if werr := b.manifest.WriteFile(metadataFile); werr != nil && err == nil {
+					err = exitf(ExitFailed, "writing %s: %s", metadataFile, werr)
+				}
+			}
 			if err != nil {
 				var ee *exitError
 				if errors.As(err, &ee) {
 					return err
 				}
 				return exitf(ExitFailed, "%s", r.Redact(err.Error()))
-			}
-			if metadataFile != "" {
-				if err := b.manifest.WriteFile(metadataFile); err != nil {
-					return exitf(ExitFailed, "writing %s: %s", metadataFile, err)
-				}
 			}
 			return nil
 		},
@@ -83,7 +86,8 @@ that a validation gates is refused unless --skip-validation says to push without
 	cmd.Flags().StringVar(&progress, "progress", "auto", "progress output: auto, tty, plain, rawjson or quiet")
 	cmd.Flags().StringVar(&outDir, "out", filepath.Join(".gpuforge", "out"), "directory of the OCI layouts, one per image")
 	cmd.Flags().BoolVar(&push, "push", false, "push every built image to its tags")
-	cmd.Flags().BoolVar(&skipValidation, "skip-validation", false, "push images even when a validation gates them (this version does not run validations)")
+	cmd.Flags().BoolVar(&skipValidation, "skip-validation", false, "push images even when a validation gates them, without running it")
+	cmd.Flags().BoolVar(&runValidation, "validate", false, "run the validations of the built images on this machine's GPUs; push only images that pass")
 	cmd.Flags().StringVar(&metadataFile, "metadata-file", "", "write the build manifest (JSON) to this file")
 	return cmd
 }
@@ -96,6 +100,7 @@ type buildRun struct {
 	progress       string
 	push           bool
 	skipValidation bool
+	runValidation  bool
 	manifest       *pipeline.Manifest
 }
 
@@ -128,8 +133,8 @@ func (b *buildRun) run() error {
 	for _, name := range images {
 		img := b.r.Image(name)
 		if len(img.Tags) > 0 && (b.push || (img.Push != nil && *img.Push)) {
-			if len(gated[name]) > 0 && !b.skipValidation {
-				return exitf(ExitUsage, "image.%s would be pushed, but %s must pass first and this version does not run validations; build without pushing, or pass --skip-validation",
+			if len(gated[name]) > 0 && !b.skipValidation && !b.runValidation {
+				return exitf(ExitUsage, "image.%s would be pushed, but %s must pass first: pass --validate to run it on this machine's GPUs, or --skip-validation to push without it",
 					name, strings.Join(gated[name], ", "))
 			}
 			pushes[name] = true
@@ -170,6 +175,38 @@ func (b *buildRun) run() error {
 	}
 
 	b.manifest = pipeline.NewManifest(buildID(start), version, pipeline.NewRecipeRecord(b.r.Path, recipeSources(b.r)), start)
+	failedValidation := map[string]bool{} // image name -> a validation of it failed
+	if b.runValidation {
+		var reports []*validate.Report
+		for _, img := range rep.Images {
+			name := strings.TrimPrefix(img.Address, recipes.KindImage+".")
+			for _, v := range b.r.Validates {
+				if v.Target.Kind != recipes.KindImage || v.Target.Name != name {
+					continue
+				}
+				vr, err := runInImage(ctx, b.cmd, c, specFromBlock(v), img.LayoutDir, img.Digest, "", "", b.progress)
+				if err != nil {
+					return err
+				}
+				reports = append(reports, vr)
+				addr := recipes.KindValidate + "." + v.Name
+				b.manifest.RecordTarget(addr, pipeline.TargetValidate)
+				data, _ := vr.JSON()
+				b.manifest.RecordValidation(addr, pipeline.ValidationRecord{Verdict: pipeline.Verdict(vr.Verdict), Report: data})
+				if vr.Verdict != validate.VerdictPass {
+					failedValidation[name] = true
+				}
+			}
+		}
+		if len(reports) > 0 {
+			if err := writeReports(b.cmd, reports, filepath.Join(b.outDir, "validation")); err != nil {
+				var ee *exitError
+				if !errors.As(err, &ee) || ee.code != ExitValidationFailed {
+					return err
+				}
+			}
+		}
+	}
 	for _, img := range rep.Images {
 		name := strings.TrimPrefix(img.Address, recipes.KindImage+".")
 		b.manifest.RecordTarget(img.Address, pipeline.TargetImage)
@@ -187,7 +224,9 @@ func (b *buildRun) run() error {
 				rec.Tarball = out.Dest
 			}
 		}
-		if pushes[name] {
+		if pushes[name] && failedValidation[name] {
+			fmt.Fprintf(stderr, "gpuforge: not pushing %s: a validation of it failed\n", img.Address)
+		} else if pushes[name] {
 			for _, tag := range img.Tags {
 				d, err := registry.Push(ctx, img.LayoutDir, tag, registry.WithKeychain(kc), registry.WithRegistries(b.r.Registries),
 					registry.WithRefName(img.Digest.String()))
@@ -201,10 +240,16 @@ func (b *buildRun) run() error {
 	}
 	b.manifest.Finished = time.Now().UTC()
 	b.manifest.Status = pipeline.OutcomeSucceeded
+	if len(failedValidation) > 0 {
+		b.manifest.Status = pipeline.OutcomeFailed
+	}
 	if err := b.manifest.WriteFile(filepath.Join(b.outDir, "manifest.json")); err != nil {
 		return err
 	}
 	b.summary(rep, time.Since(start))
+	if len(failedValidation) > 0 {
+		return exitf(ExitValidationFailed, "validation failed; the images it gates were not pushed")
+	}
 	return nil
 }
 
