@@ -99,7 +99,7 @@ framework images, bootable machine images and AWS AMIs carrying the NVIDIA drive
 NVIDIA container runtime, and a verdict from real GPUs.
 
 Exit codes: 0 success, 1 recipe errors, 2 usage errors, 3 unformatted files (fmt -check),
-4 a build step failed, 130 interrupted.`,
+4 a build step failed, 5 a validation failed, 130 interrupted.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
