@@ -47,7 +47,7 @@ const (
 // DefaultStateDir returns the directory under which gpuforge keeps the state of its local
 // buildkitd: $GPUFORGE_STATE_DIR when set, else $XDG_STATE_HOME/gpuforge when XDG_STATE_HOME is
 // an absolute path, else ~/.local/state/gpuforge. Root gets the same answer as any other user
-// (/root/.local/state/gpuforge unless the environment says otherwise): the daemon's cache lives
+// (~/.local/state/gpuforge unless the environment says otherwise): the daemon's cache lives
 // with the user who builds, not in a system directory. A relative GPUFORGE_STATE_DIR is made
 // absolute against the working directory.
 func DefaultStateDir() (string, error) {

@@ -107,12 +107,17 @@ type buildRun struct {
 func (b *buildRun) run() error {
 	start := time.Now()
 	stderr := b.cmd.ErrOrStderr()
-	var images, skipped []string
+	var images, skipped, notRun []string
 	gated := map[string][]string{} // image -> validations that gate its push
 	for _, t := range b.plan.Targets {
-		switch t.Kind {
-		case recipes.KindImage:
+		switch {
+		case t.Kind == recipes.KindImage:
 			images = append(images, t.Name)
+		case t.Kind == recipes.KindValidate && b.runValidation && b.r.Validate(t.Name) != nil &&
+			b.r.Validate(t.Name).Target.Kind == recipes.KindImage:
+			// --validate runs it after the build.
+		case t.Kind == recipes.KindValidate:
+			notRun = append(notRun, t.Address)
 		default:
 			skipped = append(skipped, t.Address)
 		}
@@ -125,6 +130,9 @@ func (b *buildRun) run() error {
 	}
 	if len(skipped) > 0 {
 		fmt.Fprintf(stderr, "gpuforge: not built by this version (see gpuforge plan): %s\n", strings.Join(skipped, ", "))
+	}
+	if len(notRun) > 0 {
+		fmt.Fprintf(stderr, "gpuforge: validations not run (pass --validate to run them on this machine's GPUs): %s\n", strings.Join(notRun, ", "))
 	}
 	if len(images) == 0 {
 		return exitf(ExitUsage, "nothing to build: the selection has no image targets")
