@@ -15,7 +15,7 @@ FUZZ_TARGETS := ./recipes:FuzzParse ./pipeline:FuzzPlan
 # daemons built from tools/. Recommends are left out: with them qemu-system-x86
 # alone drags in GTK, GStreamer and Mesa (about 190 packages instead of 40).
 APT_PACKAGES := runc mmdebstrap debootstrap debian-archive-keyring \
-	qemu-system-x86 ovmf qemu-utils e2fsprogs dosfstools ca-certificates git gcc libc6-dev
+	qemu-system-x86 ovmf qemu-utils e2fsprogs dosfstools kmod gpg ca-certificates git gcc libc6-dev
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # Wait for a dpkg lock held by e.g. unattended-upgrades on a fresh machine.
 APT_OPTS := -qq -o DPkg::Lock::Timeout=600

@@ -97,6 +97,18 @@ type Target struct {
 	Disks      []DiskRecord      `json:"disks,omitempty"`
 	AMIs       []AMIRecord       `json:"amis,omitempty"`
 	Validation *ValidationRecord `json:"validation,omitempty"`
+	// Kernel is the kernel release a machine image boots (uname -r).
+	Kernel string `json:"kernel,omitempty"`
+	// BootCheck is the verdict of a machine image's boot check in QEMU.
+	BootCheck *BootCheckRecord `json:"boot_check,omitempty"`
+}
+
+// BootCheckRecord is the outcome of booting a machine image's disk in QEMU.
+type BootCheckRecord struct {
+	Verdict    Verdict `json:"verdict"`          // pass or fail
+	Reason     string  `json:"reason,omitempty"` // why it failed
+	Accel      string  `json:"accel"`            // kvm or tcg
+	DurationMS int64   `json:"duration_ms"`
 }
 
 // ImageRecord is one container image built for one platform.
@@ -220,6 +232,14 @@ func (m *Manifest) RecordDisk(target string, d DiskRecord) {
 }
 
 // RecordAMI adds an AMI to the named target (added if needed), keeping AMIs sorted by region then image ID.
+// RecordMachine records the kernel and the boot check of a machine image target.
+func (m *Manifest) RecordMachine(target, kernel string, boot *BootCheckRecord) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.target(target)
+	t.Kind, t.Kernel, t.BootCheck = TargetMachineImage, kernel, boot
+}
+
 func (m *Manifest) RecordAMI(target string, a AMIRecord) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -365,8 +365,8 @@ func (b *planner) machineImage(t *PlanTarget, m *recipes.MachineImage) {
 		t.DependsOn = append(t.DependsOn, m.From.Ref.Addr())
 	}
 	runs := []string{"from " + m.From.String()}
-	runs = append(runs, aptLines(m.Repositories, m.Packages)...)
-	runs = append(runs, "install kernel "+m.Kernel+", initramfs, bootloader, cloud-init, openssh-server")
+	runs = append(runs, "install kernel "+m.Kernel+" and its initramfs; record its release")
+	runs = append(runs, "install systemd, systemd-boot, cloud-init (grows the root partition), openssh-server, systemd-networkd and -resolved")
 	for _, rt := range m.Runtimes {
 		switch rt.Type {
 		case "docker":
@@ -390,6 +390,7 @@ func (b *planner) machineImage(t *PlanTarget, m *recipes.MachineImage) {
 			runs = append(runs, line)
 		}
 	}
+	runs = append(runs, aptLines(m.Repositories, m.Packages)...)
 	for _, c := range m.Copies {
 		runs = append(runs, fmt.Sprintf("copy %s -> %s", c.Src, c.Dst))
 	}
@@ -404,8 +405,8 @@ func (b *planner) machineImage(t *PlanTarget, m *recipes.MachineImage) {
 			runs = append(runs, "apt source cuda: NVIDIA's CUDA repository (signed-by NVIDIA's key)")
 		}
 		runs = append(runs,
-			fmt.Sprintf("dkms build nvidia %s (%s modules) against %s, cached by kernel, driver and flavor", or(d.Version, d.Branch), or(d.KernelModule, "default"), m.Kernel),
-			"check vermagic of nvidia.ko against the image kernel",
+			fmt.Sprintf("dkms build nvidia %s (%s modules) against %s, in a stage of its own cached by kernel, driver and flavor", or(d.Version, d.Branch), or(d.KernelModule, "default"), m.Kernel),
+			"check vermagic of nvidia.ko against the image kernel; copy the modules into the root filesystem",
 		)
 		if d.Persistenced == nil || *d.Persistenced {
 			runs = append(runs, "enable nvidia-persistenced")

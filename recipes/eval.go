@@ -431,12 +431,14 @@ func (l *loader) decodeBlock(n *node, ctx *hcl.EvalContext) hcl.Diagnostics {
 		v := &Driver{}
 		diags := gohcl.DecodeBody(b.Body, ctx, v)
 		v.Name, v.DeclRange = b.Labels[0], b.DefRange
+		diags = append(diags, l.resolveRepositoryOf(v.RepositoryExpr, &v.Repository, ctx)...)
 		l.r.Drivers = append(l.r.Drivers, v)
 		return diags
 	case KindRuntime:
 		v := &Runtime{}
 		diags := gohcl.DecodeBody(b.Body, ctx, v)
 		v.Name, v.DeclRange = b.Labels[0], b.DefRange
+		diags = append(diags, l.resolveRepositoryOf(v.RepositoryExpr, &v.Repository, ctx)...)
 		if v.Type == "" && (v.Name == "docker" || v.Name == "nvidia") {
 			v.Type = v.Name
 		}

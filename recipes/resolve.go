@@ -188,6 +188,18 @@ func (l *loader) resolveMachineImage(v *MachineImage, ctx *hcl.EvalContext) hcl.
 	return diags
 }
 
+// resolveRepositoryOf resolves the repository attribute of a driver or runtime block.
+func (l *loader) resolveRepositoryOf(expr hcl.Expression, dst **Repository, ctx *hcl.EvalContext) hcl.Diagnostics {
+	if !isSet(expr) {
+		return nil
+	}
+	src, diags := l.single(expr, "repository", []string{KindRepository}, false, ctx)
+	if src.Ref != nil {
+		*dst = &Repository{Name: src.Ref.Name} // filled in by link()
+	}
+	return diags
+}
+
 func (l *loader) resolveValidate(v *Validate, ctx *hcl.EvalContext) hcl.Diagnostics {
 	t, diags := l.single(v.TargetExpr, "target", []string{KindImage, KindMachineImage}, false, ctx)
 	if t.Ref != nil {
@@ -244,6 +256,18 @@ func (l *loader) link() hcl.Diagnostics {
 	}
 	for _, img := range l.r.Images {
 		img.Repositories = repo(img.Repositories)
+	}
+	one := func(r *Repository) *Repository {
+		if r == nil {
+			return nil
+		}
+		return find(l.r.Repositories, r.Name, func(x *Repository) string { return x.Name })
+	}
+	for _, d := range l.r.Drivers {
+		d.Repository = one(d.Repository)
+	}
+	for _, rt := range l.r.Runtimes {
+		rt.Repository = one(rt.Repository)
 	}
 	for _, m := range l.r.MachineImages {
 		m.Repositories = repo(m.Repositories)

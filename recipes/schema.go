@@ -117,15 +117,20 @@ type Repository struct {
 
 // Driver is the NVIDIA kernel driver of a machine image.
 type Driver struct {
-	Name          string    `hcl:"name,label"`
-	Branch        string    `hcl:"branch"`
-	Version       string    `hcl:"version,optional"`
-	KernelModule  string    `hcl:"kernel_module,optional"` // open | proprietary
-	Source        string    `hcl:"source,optional"`        // distro | nvidia
-	FabricManager bool      `hcl:"fabric_manager,optional"`
-	Persistenced  *bool     `hcl:"persistenced,optional"`
-	GPUs          []string  `hcl:"gpus,optional"` // GPU models the image must drive
-	DeclRange     hcl.Range `hcl:",def_range"`
+	Name          string   `hcl:"name,label"`
+	Branch        string   `hcl:"branch"`
+	Version       string   `hcl:"version,optional"`
+	KernelModule  string   `hcl:"kernel_module,optional"` // open | proprietary
+	Source        string   `hcl:"source,optional"`        // distro | nvidia
+	FabricManager bool     `hcl:"fabric_manager,optional"`
+	Persistenced  *bool    `hcl:"persistenced,optional"`
+	GPUs          []string `hcl:"gpus,optional"` // GPU models the image must drive
+	// RepositoryExpr names a repository block to install the driver from instead of the
+	// default (Debian's or Ubuntu's own for source = "distro", NVIDIA's CUDA repository for
+	// "nvidia"): a mirror, or a repository of one's own packages.
+	RepositoryExpr hcl.Expression `hcl:"repository,optional"`
+	DeclRange      hcl.Range      `hcl:",def_range"`
+	Repository     *Repository
 
 	BranchRange       hcl.Range `hcl:"branch,attr_range"`
 	KernelModuleRange hcl.Range `hcl:"kernel_module,attr_range"`
@@ -139,14 +144,18 @@ func (d *Driver) BranchNumber() int { return leadingInt(d.Branch) }
 // Runtime is a container runtime of a machine image: docker, or the NVIDIA container toolkit.
 // Its type defaults to its label, so runtime "docker" {} and runtime "nvidia" {} need no type.
 type Runtime struct {
-	Name           string    `hcl:"name,label"`
-	Type           string    `hcl:"type,optional"`            // docker | nvidia
-	Edition        string    `hcl:"edition,optional"`         // docker: ce | distro
-	Version        string    `hcl:"version,optional"`         // docker: package version pin
-	ToolkitVersion string    `hcl:"toolkit_version,optional"` // nvidia: container toolkit version
-	Mode           string    `hcl:"mode,optional"`            // nvidia: cdi | legacy
-	DefaultRuntime *bool     `hcl:"default_runtime,optional"` // nvidia: make it docker's default runtime
-	DeclRange      hcl.Range `hcl:",def_range"`
+	Name           string `hcl:"name,label"`
+	Type           string `hcl:"type,optional"`            // docker | nvidia
+	Edition        string `hcl:"edition,optional"`         // docker: ce | distro
+	Version        string `hcl:"version,optional"`         // docker: package version pin
+	ToolkitVersion string `hcl:"toolkit_version,optional"` // nvidia: container toolkit version
+	Mode           string `hcl:"mode,optional"`            // nvidia: cdi | legacy
+	DefaultRuntime *bool  `hcl:"default_runtime,optional"` // nvidia: make it docker's default runtime
+	// RepositoryExpr names a repository block to install from instead of the vendor's (Docker's
+	// for edition = "ce", NVIDIA's for the container toolkit): a mirror, or one's own packages.
+	RepositoryExpr hcl.Expression `hcl:"repository,optional"`
+	DeclRange      hcl.Range      `hcl:",def_range"`
+	Repository     *Repository
 
 	TypeRange           hcl.Range `hcl:"type,attr_range"`
 	EditionRange        hcl.Range `hcl:"edition,attr_range"`
@@ -317,6 +326,8 @@ type MachineImage struct {
 
 	KernelRange        hcl.Range `hcl:"kernel,attr_range"`
 	InstanceTypesRange hcl.Range `hcl:"instance_types,attr_range"`
+	PackagesRange      hcl.Range `hcl:"packages,attr_range"`
+	RunRange           hcl.Range `hcl:"run,attr_range"`
 
 	From         Source
 	Repositories []*Repository

@@ -227,19 +227,32 @@ func Build(ctx context.Context, c *client.Client, r *recipes.Recipe, names []str
 
 // bootstrapBases bootstraps (or takes from the cache) every bootstrap base the targets use.
 func bootstrapBases(ctx context.Context, r *recipes.Recipe, names []string, o buildOptions) (map[string]*BootstrapResult, error) {
+	var srcs []recipes.Source
+	for _, n := range names {
+		if img := r.Image(n); img != nil {
+			srcs = append(srcs, img.From)
+		}
+	}
+	return bootstrapSources(ctx, r, srcs, o)
+}
+
+// bootstrapSources bootstraps the bootstrap bases that the sources are built from, directly or
+// through images.
+func bootstrapSources(ctx context.Context, r *recipes.Recipe, srcs []recipes.Source, o buildOptions) (map[string]*BootstrapResult, error) {
 	out := map[string]*BootstrapResult{}
 	seen := map[string]bool{}
-	var visit func(img *recipes.Image) error
-	visit = func(img *recipes.Image) error {
-		if img == nil || seen[img.Name] {
-			return nil
-		}
-		seen[img.Name] = true
-		ref := img.From.Ref
+	var visit func(src recipes.Source) error
+	visit = func(src recipes.Source) error {
+		ref := src.Ref
 		switch {
 		case ref == nil:
 		case ref.Kind == recipes.KindImage:
-			return visit(r.Image(ref.Name))
+			img := r.Image(ref.Name)
+			if img == nil || seen[img.Name] {
+				return nil
+			}
+			seen[img.Name] = true
+			return visit(img.From)
 		case ref.Kind == recipes.KindBase:
 			b := r.Base(ref.Name)
 			if b == nil || b.Bootstrap == nil || out[b.Name] != nil {
@@ -257,8 +270,8 @@ func bootstrapBases(ctx context.Context, r *recipes.Recipe, names []string, o bu
 		}
 		return nil
 	}
-	for _, n := range names {
-		if err := visit(r.Image(n)); err != nil {
+	for _, s := range srcs {
+		if err := visit(s); err != nil {
 			return nil, err
 		}
 	}

@@ -214,15 +214,9 @@ func (l *Lowerer) steps(img *recipes.Image, base *Base, p ocispecs.Platform) (ll
 	plat := platforms.Format(p)
 
 	if len(img.Repositories) > 0 {
-		fa := llb.Mkdir("/etc/apt/keyrings", 0o755, llb.WithParents(true))
-		for _, r := range img.Repositories {
-			key, ext, err := l.repoKey(r)
-			if err != nil {
-				return st, cfg, err
-			}
-			keyPath := "/etc/apt/keyrings/gpuforge-" + r.Name + ext
-			fa = fa.Mkfile(keyPath, 0o644, key).
-				Mkfile("/etc/apt/sources.list.d/gpuforge-"+r.Name+".list", 0o644, []byte(aptSourceLine(r, keyPath)))
+		fa, err := l.aptSources(img.Repositories)
+		if err != nil {
+			return st, cfg, err
 		}
 		st = st.File(fa, llb.WithCustomName("apt sources: "+repoNames(img.Repositories)), l.location(img.DeclRange))
 		history("apt sources "+repoNames(img.Repositories), false)
@@ -328,6 +322,22 @@ func (l *Lowerer) steps(img *recipes.Image, base *Base, p ocispecs.Platform) (ll
 		cfg.Created = &t
 	}
 	return st, cfg, nil
+}
+
+// aptSources writes each repository's signing key to /etc/apt/keyrings and its source line to
+// /etc/apt/sources.list.d.
+func (l *Lowerer) aptSources(repos []*recipes.Repository) (*llb.FileAction, error) {
+	fa := llb.Mkdir("/etc/apt/keyrings", 0o755, llb.WithParents(true))
+	for _, r := range repos {
+		key, ext, err := l.repoKey(r)
+		if err != nil {
+			return nil, err
+		}
+		keyPath := "/etc/apt/keyrings/gpuforge-" + r.Name + ext
+		fa = fa.Mkfile(keyPath, 0o644, key).
+			Mkfile("/etc/apt/sources.list.d/gpuforge-"+r.Name+".list", 0o644, []byte(aptSourceLine(r, keyPath)))
+	}
+	return fa, nil
 }
 
 // uniqueID names the recipe directory for BuildKit's local source, stable across runs so the

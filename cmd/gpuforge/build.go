@@ -27,6 +27,7 @@ func newBuildCmd() *cobra.Command {
 	var targets []string
 	var progress, outDir, metadataFile string
 	var push, skipValidation, runValidation bool
+	var mf machineFlags
 	cmd := &cobra.Command{
 		Use:   "build [path]",
 		Short: "Build the image targets of a recipe on BuildKit, write them as OCI layouts, push them",
@@ -43,9 +44,16 @@ records every digest, tag and push; --metadata-file writes it.
 A validate block gates the push of its image: --validate runs those validations on this
 machine's GPUs after the build (as gpuforge validate does) and pushes only what passed; without
 it such a push is refused, unless --skip-validation says to push without the GPU check.
-Machine images are planned (gpuforge plan) but not built by this version.`,
+A machine_image target is built into a bootable disk: its root filesystem on BuildKit (the
+kernel, the NVIDIA modules built by DKMS for that kernel, the runtimes), exported and written
+with an EFI system partition into a GPT disk (mkfs.ext4 -d, no loop devices or mounts),
+converted to the recipe's formats with qemu-img, then booted in QEMU with OVMF until the image
+reports its kernel, root filesystem, NVIDIA module, docker and cloud-init over the serial
+console (--skip-boot-check skips that; a failed boot check is exit code 5). Disks are written
+to OUT/NAME/NAME.FORMAT. AMI stages are not run by this version.`,
 		Example: `  gpuforge build examples/quickstart.hcl
-  gpuforge build -t trainer --push --metadata-file build.json examples/ngc-pytorch.hcl`,
+  gpuforge build -t trainer --push --metadata-file build.json examples/ngc-pytorch.hcl
+  gpuforge build -t gpu-node --no-ami examples/gpu-node-debian.hcl`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch progress {
@@ -64,7 +72,7 @@ Machine images are planned (gpuforge plan) but not built by this version.`,
 			if err != nil {
 				return exitf(ExitUsage, "%s", r.Redact(err.Error()))
 			}
-			b := &buildRun{cmd: cmd, r: r, plan: plan, outDir: outDir, push: push, skipValidation: skipValidation, runValidation: runValidation, progress: progress}
+			b := &buildRun{cmd: cmd, r: r, plan: plan, outDir: outDir, push: push, skipValidation: skipValidation, runValidation: runValidation, progress: progress, machine: mf}
 			err = b.run()
 			if metadataFile != "" && b.manifest != nil {
 				if werr := b.manifest.WriteFile(metadataFile); werr != nil && err == nil {
@@ -89,6 +97,10 @@ Machine images are planned (gpuforge plan) but not built by this version.`,
 	cmd.Flags().BoolVar(&skipValidation, "skip-validation", false, "push images even when a validation gates them, without running it")
 	cmd.Flags().BoolVar(&runValidation, "validate", false, "run the validations of the built images on this machine's GPUs; push only images that pass")
 	cmd.Flags().StringVar(&metadataFile, "metadata-file", "", "write the build manifest (JSON) to this file")
+	cmd.Flags().BoolVar(&mf.skipBootCheck, "skip-boot-check", false, "do not boot machine image disks in QEMU")
+	cmd.Flags().DurationVar(&mf.bootTimeout, "boot-timeout", 15*time.Minute, "time limit of a machine image's boot check")
+	cmd.Flags().BoolVar(&mf.keepRootfs, "keep-rootfs", false, "keep a machine image's exported root filesystem and EFI partition files under OUT/NAME/.work")
+	cmd.Flags().BoolVar(&mf.noAMI, "no-ami", false, "build machine images' disks only, without their AMI stages")
 	return cmd
 }
 
@@ -102,17 +114,24 @@ type buildRun struct {
 	skipValidation bool
 	runValidation  bool
 	manifest       *pipeline.Manifest
+	machine        machineFlags
+	epoch          *time.Time
 }
 
 func (b *buildRun) run() error {
 	start := time.Now()
 	stderr := b.cmd.ErrOrStderr()
-	var images, skipped, notRun []string
+	var images, machines, skipped, notRun []string
 	gated := map[string][]string{} // image -> validations that gate its push
 	for _, t := range b.plan.Targets {
 		switch {
 		case t.Kind == recipes.KindImage:
 			images = append(images, t.Name)
+		case t.Kind == recipes.KindMachineImage:
+			machines = append(machines, t.Name)
+			if m := b.r.MachineImage(t.Name); m != nil && m.AMI != nil && !b.machine.noAMI {
+				skipped = append(skipped, t.Address+"'s AMI (pass --no-ami to build only its disks)")
+			}
 		case t.Kind == recipes.KindValidate && b.runValidation && b.r.Validate(t.Name) != nil &&
 			b.r.Validate(t.Name).Target.Kind == recipes.KindImage:
 			// --validate runs it after the build.
@@ -134,8 +153,8 @@ func (b *buildRun) run() error {
 	if len(notRun) > 0 {
 		fmt.Fprintf(stderr, "gpuforge: validations not run (pass --validate to run them on this machine's GPUs): %s\n", strings.Join(notRun, ", "))
 	}
-	if len(images) == 0 {
-		return exitf(ExitUsage, "nothing to build: the selection has no image targets")
+	if len(images) == 0 && len(machines) == 0 {
+		return exitf(ExitUsage, "nothing to build: the selection has no image or machine image targets")
 	}
 	pushes := map[string]bool{}
 	for _, name := range images {
@@ -172,14 +191,18 @@ func (b *buildRun) run() error {
 		if err != nil {
 			return exitf(ExitUsage, "SOURCE_DATE_EPOCH=%q is not a number of seconds", s)
 		}
-		opts = append(opts, buildkit.WithEpoch(time.Unix(sec, 0)))
+		t := time.Unix(sec, 0)
+		b.epoch = &t
+		opts = append(opts, buildkit.WithEpoch(t))
 	}
-	rep, err := buildkit.Build(ctx, c, b.r, images, opts...)
-	if err != nil {
-		if ctx.Err() != nil {
-			return exitf(ExitInterrupted, "interrupted: %s", b.r.Redact(err.Error()))
+	rep := &buildkit.Report{}
+	if len(images) > 0 {
+		if rep, err = buildkit.Build(ctx, c, b.r, images, opts...); err != nil {
+			if ctx.Err() != nil {
+				return exitf(ExitInterrupted, "interrupted: %s", b.r.Redact(err.Error()))
+			}
+			return err
 		}
-		return err
 	}
 
 	b.manifest = pipeline.NewManifest(buildID(start), version, pipeline.NewRecipeRecord(b.r.Path, recipeSources(b.r)), start)
@@ -246,15 +269,54 @@ func (b *buildRun) run() error {
 		}
 		b.manifest.RecordImage(img.Address, rec)
 	}
+	var outcomes []*machineOutcome
+	bootFailed := false
+	built := map[string]*buildkit.ImageResult{}
+	for _, img := range rep.Images {
+		built[img.Address] = img
+	}
+	for _, name := range machines {
+		mo, err := b.buildMachine(ctx, c, name, opts, built)
+		if err != nil {
+			if ctx.Err() != nil {
+				return exitf(ExitInterrupted, "interrupted: %s", b.r.Redact(err.Error()))
+			}
+			return err
+		}
+		outcomes = append(outcomes, mo)
+		rep.Steps = append(rep.Steps, mo.steps...)
+		var boot *pipeline.BootCheckRecord
+		if mo.boot != nil {
+			boot = &pipeline.BootCheckRecord{Verdict: pipeline.Verdict(mo.boot.Verdict), Reason: mo.boot.Reason, Accel: mo.boot.Accel, DurationMS: mo.boot.Took.Milliseconds()}
+			if mo.boot.Verdict != "pass" {
+				bootFailed = true
+			}
+		}
+		b.manifest.RecordMachine(mo.address, mo.kernel, boot)
+		for _, d := range mo.disks {
+			b.manifest.RecordDisk(mo.address, d)
+		}
+	}
 	b.manifest.Finished = time.Now().UTC()
 	b.manifest.Status = pipeline.OutcomeSucceeded
-	if len(failedValidation) > 0 {
+	if len(failedValidation) > 0 || bootFailed {
 		b.manifest.Status = pipeline.OutcomeFailed
 	}
 	if err := b.manifest.WriteFile(filepath.Join(b.outDir, "manifest.json")); err != nil {
 		return err
 	}
-	b.summary(rep, time.Since(start))
+	b.summary(rep, outcomes, time.Since(start))
+	for _, mo := range outcomes {
+		if mo.boot != nil {
+			fmt.Fprintf(b.cmd.OutOrStdout(), "\nBoot check of %s:\n", mo.address)
+			if err := mo.boot.WriteText(b.cmd.OutOrStdout()); err != nil {
+				return err
+			}
+		}
+	}
+	if bootFailed {
+		return exitf(ExitValidationFailed, "boot check failed")
+	}
 	if len(failedValidation) > 0 {
 		return exitf(ExitValidationFailed, "validation failed; the images it gates were not pushed")
 	}
@@ -263,7 +325,7 @@ func (b *buildRun) run() error {
 
 // summary prints one screen: each image with its digest, platforms, size, tags and pushes, then
 // the cache hits and the time.
-func (b *buildRun) summary(rep *buildkit.Report, took time.Duration) {
+func (b *buildRun) summary(rep *buildkit.Report, machines []*machineOutcome, took time.Duration) {
 	w := tabwriter.NewWriter(redactWriter{b.cmd.OutOrStdout(), b.r}, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "TARGET\tDIGEST\tPLATFORMS\tSIZE\tOUTPUT")
 	for _, img := range rep.Images {
@@ -279,6 +341,17 @@ func (b *buildRun) summary(rep *buildkit.Report, took time.Duration) {
 			out = strings.Join(img.Tags, ", ") + " (pushed)"
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", img.Address, shortDigest(img.Digest.String()), strings.Join(img.Platforms, ","), humanBytes(size), out)
+	}
+	for _, mo := range machines {
+		var paths []string
+		sum := ""
+		for _, d := range mo.disks {
+			paths = append(paths, d.Path)
+			if sum == "" {
+				sum = "sha256:" + d.SHA256
+			}
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", mo.address, shortDigest(sum), "kernel "+mo.kernel, humanBytes(mo.size), strings.Join(paths, ", "))
 	}
 	w.Flush()
 	fmt.Fprintf(b.cmd.OutOrStdout(), "%d/%d steps from cache, %s. Manifest: %s\n", rep.CacheHits(), len(rep.Steps),

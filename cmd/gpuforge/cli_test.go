@@ -297,11 +297,12 @@ func TestCheckExamples(t *testing.T) {
 func TestCheckExampleTargetCounts(t *testing.T) {
 	testEnv(t)
 	want := map[string]string{
-		"../../examples":                  "../../examples is valid: 11 targets.\n",
-		"../../examples/quickstart.hcl":   "../../examples/quickstart.hcl is valid: 2 targets.\n",
-		"../../examples/ngc-pytorch.hcl":  "../../examples/ngc-pytorch.hcl is valid: 2 targets.\n",
-		"../../examples/gpu-node-ami.hcl": "../../examples/gpu-node-ami.hcl is valid: 2 targets.\n",
-		"../../examples/seed.hcl":         "../../examples/seed.hcl is valid: 5 targets.\n",
+		"../../examples":                     "../../examples is valid: 12 targets.\n",
+		"../../examples/gpu-node-debian.hcl": "../../examples/gpu-node-debian.hcl is valid: 1 target.\n",
+		"../../examples/quickstart.hcl":      "../../examples/quickstart.hcl is valid: 2 targets.\n",
+		"../../examples/ngc-pytorch.hcl":     "../../examples/ngc-pytorch.hcl is valid: 2 targets.\n",
+		"../../examples/gpu-node-ami.hcl":    "../../examples/gpu-node-ami.hcl is valid: 2 targets.\n",
+		"../../examples/seed.hcl":            "../../examples/seed.hcl is valid: 5 targets.\n",
 	}
 	for path, line := range want {
 		code, stdout, stderr := runCLI(t, "check", path)

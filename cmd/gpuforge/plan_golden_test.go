@@ -152,7 +152,13 @@ func TestPlanStructure(t *testing.T) {
 
 			// The text header counts what the JSON lists.
 			_, text, _ := runCLI(t, append([]string{"plan"}, tc.args...)...)
-			header := fmt.Sprintf("Plan for %s: %d targets, %d stages\n", p.Recipe, len(p.Targets), len(p.Stages))
+			noun := func(n int, one string) string {
+				if n == 1 {
+					return "1 " + one
+				}
+				return fmt.Sprintf("%d %ss", n, one)
+			}
+			header := fmt.Sprintf("Plan for %s: %s, %s\n", p.Recipe, noun(len(p.Targets), "target"), noun(len(p.Stages), "stage"))
 			if !strings.HasPrefix(text, header) {
 				t.Errorf("text plan starts %q, want %q", strings.SplitN(text, "\n", 2)[0], header)
 			}
