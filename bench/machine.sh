@@ -36,7 +36,7 @@ size=$(du -h --apparent-size "$work/out/gpu-node-debian/gpu-node-debian.raw" | c
 alloc=$(du -h "$work/out/gpu-node-debian/gpu-node-debian.raw" | cut -f1)
 
 echo "machine image gpu-node-debian, raw disk $size ($alloc allocated)"
-echo "cold build + disks:                    ${cold} s (${cached_cold} steps cached: the bootstrap cache)"
+echo "cold build + disks:                    ${cold} s (${cached_cold} BuildKit steps from cache)"
 echo "warm, one package added:               ${warm} s (DKMS step from cache: ${dkms_cached})"
 echo "boot check (gpuforge boot, qcow2):     ${boot} s"
 awk -v c="$cold" -v w="$warm" 'BEGIN {printf "warm/cold: %.2f (%.1fx faster)\n", w / c, c / w}'

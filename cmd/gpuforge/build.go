@@ -28,6 +28,7 @@ func newBuildCmd() *cobra.Command {
 	var progress, outDir, metadataFile string
 	var push, skipValidation, runValidation bool
 	var mf machineFlags
+	var af awsFlags
 	cmd := &cobra.Command{
 		Use:   "build [path]",
 		Short: "Build the image targets of a recipe on BuildKit, write them as OCI layouts, push them",
@@ -72,7 +73,7 @@ to OUT/NAME/NAME.FORMAT. AMI stages are not run by this version.`,
 			if err != nil {
 				return exitf(ExitUsage, "%s", r.Redact(err.Error()))
 			}
-			b := &buildRun{cmd: cmd, r: r, plan: plan, outDir: outDir, push: push, skipValidation: skipValidation, runValidation: runValidation, progress: progress, machine: mf}
+			b := &buildRun{cmd: cmd, r: r, plan: plan, outDir: outDir, push: push, skipValidation: skipValidation, runValidation: runValidation, progress: progress, machine: mf, aws: af}
 			err = b.run()
 			if metadataFile != "" && b.manifest != nil {
 				if werr := b.manifest.WriteFile(metadataFile); werr != nil && err == nil {
@@ -101,6 +102,7 @@ to OUT/NAME/NAME.FORMAT. AMI stages are not run by this version.`,
 	cmd.Flags().DurationVar(&mf.bootTimeout, "boot-timeout", 15*time.Minute, "time limit of a machine image's boot check")
 	cmd.Flags().BoolVar(&mf.keepRootfs, "keep-rootfs", false, "keep a machine image's exported root filesystem and EFI partition files under OUT/NAME/.work")
 	cmd.Flags().BoolVar(&mf.noAMI, "no-ami", false, "build machine images' disks only, without their AMI stages")
+	af.register(cmd)
 	return cmd
 }
 
@@ -115,6 +117,7 @@ type buildRun struct {
 	runValidation  bool
 	manifest       *pipeline.Manifest
 	machine        machineFlags
+	aws            awsFlags
 	epoch          *time.Time
 }
 
@@ -129,9 +132,7 @@ func (b *buildRun) run() error {
 			images = append(images, t.Name)
 		case t.Kind == recipes.KindMachineImage:
 			machines = append(machines, t.Name)
-			if m := b.r.MachineImage(t.Name); m != nil && m.AMI != nil && !b.machine.noAMI {
-				skipped = append(skipped, t.Address+"'s AMI (pass --no-ami to build only its disks)")
-			}
+
 		case t.Kind == recipes.KindValidate && b.runValidation && b.r.Validate(t.Name) != nil &&
 			b.r.Validate(t.Name).Target.Kind == recipes.KindImage:
 			// --validate runs it after the build.
@@ -155,6 +156,20 @@ func (b *buildRun) run() error {
 	}
 	if len(images) == 0 && len(machines) == 0 {
 		return exitf(ExitUsage, "nothing to build: the selection has no image or machine image targets")
+	}
+	// A validation of a machine image gates the distribution of its AMI, and this version runs
+	// machine image validations only on a booted host (gpuforge validate --host).
+	for _, name := range machines {
+		m := b.r.MachineImage(name)
+		if m == nil || m.AMI == nil || b.machine.noAMI || b.skipValidation {
+			continue
+		}
+		for _, v := range b.r.Validates {
+			if v.Target.Kind == recipes.KindMachineImage && v.Target.Name == name {
+				return exitf(ExitUsage, "machine_image.%s's AMI would be shared, but %s must pass first, on a host booted from it (gpuforge validate --host); pass --no-ami to build the disks only, or --skip-validation to bake the AMI without it",
+					name, recipes.KindValidate+"."+v.Name)
+			}
+		}
 	}
 	pushes := map[string]bool{}
 	for _, name := range images {
@@ -295,6 +310,9 @@ func (b *buildRun) run() error {
 		b.manifest.RecordMachine(mo.address, mo.kernel, boot)
 		for _, d := range mo.disks {
 			b.manifest.RecordDisk(mo.address, d)
+		}
+		for _, a := range mo.amis {
+			b.manifest.RecordAMI(mo.address, a)
 		}
 	}
 	b.manifest.Finished = time.Now().UTC()

@@ -35,6 +35,7 @@ type machineOutcome struct {
 	size    int64
 	boot    *disk.BootReport
 	steps   []buildkit.Step
+	amis    []pipeline.AMIRecord
 }
 
 // kernelCmdline is the kernel command line of gpuforge's machine images: the console on the
@@ -127,6 +128,16 @@ func (b *buildRun) buildMachine(ctx context.Context, c *client.Client, name stri
 			return nil, fmt.Errorf("%s: boot check: %w", addr, err)
 		}
 		out.boot = rep
+	}
+	if m.AMI != nil && !b.machine.noAMI {
+		switch {
+		case out.boot != nil && out.boot.Verdict != disk.VerdictPass:
+			fmt.Fprintf(b.cmd.ErrOrStderr(), "gpuforge: %s: not baking the AMI: the boot check failed\n", addr)
+		default:
+			if out.amis, err = b.bakeAMI(ctx, m, raw, b.manifest.BuildID, b.cmd.ErrOrStderr()); err != nil {
+				return nil, fmt.Errorf("%s: AMI: %w", addr, err)
+			}
+		}
 	}
 	if !keepRaw {
 		os.Remove(raw)

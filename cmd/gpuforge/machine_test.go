@@ -4,18 +4,22 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
 	"github.com/gpuforge/gpuforge/builders/buildkit"
 	"github.com/gpuforge/gpuforge/builders/disk"
+	"github.com/gpuforge/gpuforge/internal/awsemu"
 	"github.com/gpuforge/gpuforge/internal/testenv"
 	"github.com/gpuforge/gpuforge/pipeline"
 )
@@ -43,6 +47,7 @@ func TestBuildMachineImageBoots(t *testing.T) {
 	t.Setenv(buildkit.CacheDirEnv, testenv.CacheDir(t))
 	t.Setenv(buildkit.StateDirEnv, t.TempDir())
 	repo := testenv.StartAptRepo(t, testenv.ToolkitDebs(t)...)
+	aws := startAWSEmu(t)
 
 	example, err := os.ReadFile(filepath.Join("..", "..", "examples", "gpu-node-debian.hcl"))
 	if err != nil {
@@ -50,7 +55,17 @@ func TestBuildMachineImageBoots(t *testing.T) {
 	}
 	src := strings.Replace(string(example), "runtimes = [runtime.docker-distro]", "runtimes = [runtime.docker-distro, runtime.nvidia-local]", 1)
 	src = strings.Replace(src, `packages = ["pciutils"]`, `packages = ["pciutils"]
-  preload  = [image.hello]`, 1)
+  preload  = [image.hello]
+
+  ami {
+    name          = "gpu-node-debian-e2e"
+    regions       = ["us-east-1", "us-west-2", "eu-west-1"]
+    ssm_parameter = "/gpuforge/gpu-node-debian/latest"
+    tags          = { team = "ml-platform" }
+    share {
+      accounts = ["444455556666"]
+    }
+  }`, 1)
 	if strings.Count(src, "runtime.nvidia-local") != 1 || !strings.Contains(src, "image.hello") {
 		t.Fatal("the example's runtimes or packages line changed; update this test")
 	}
@@ -83,7 +98,7 @@ runtime "nvidia-local" {
 	out := filepath.Join(dir, "out")
 	meta := filepath.Join(dir, "build.json")
 	var stdout, stderr bytes.Buffer
-	code := run([]string{"build", "--builder", addr, "--progress", "plain", "--out", out, "--metadata-file", meta, "-t", "gpu-node-debian", path}, &stdout, &stderr)
+	code := run([]string{"build", "--builder", addr, "--progress", "plain", "--out", out, "--metadata-file", meta, "--aws-endpoint", aws.URL(), "-t", "gpu-node-debian", path}, &stdout, &stderr)
 	if code != ExitOK {
 		t.Fatalf("build exit %d\nstdout:\n%s\nstderr (tail):\n%s", code, stdout.String(), tailString(stderr.String(), 80))
 	}
@@ -149,6 +164,10 @@ runtime "nvidia-local" {
 			t.Errorf("qcow2 boot: %s = %q, want ok (%+v)", key, got[key], rep.Lines)
 		}
 	}
+
+	// The AMI: uploaded, registered in us-east-1, copied to two regions, shared, published in SSM,
+	// everything tagged with the build id; the snapshot's blocks read back make a disk that boots.
+	checkAMIs(t, aws, m, rec, raw)
 
 	// A corrupted root filesystem fails the boot check, saying why.
 	bad := filepath.Join(dir, "corrupt.raw")
@@ -241,4 +260,145 @@ func copySparse(src, dst string) error {
 		return fmt.Errorf("cp %s: %v\n%s", src, err, out)
 	}
 	return nil
+}
+
+// startAWSEmu starts internal/awsemu and points the AWS SDK's default chain at its keys only.
+func startAWSEmu(t *testing.T) *awsemu.Server {
+	t.Helper()
+	srv, err := awsemu.Start(t.TempDir(), awsemu.WithCopyDelay(500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	none := filepath.Join(t.TempDir(), "none")
+	t.Setenv("AWS_ACCESS_KEY_ID", awsemu.DefaultAccessKeyID)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", awsemu.DefaultSecretAccessKey)
+	t.Setenv("AWS_SESSION_TOKEN", "")
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_CONFIG_FILE", none)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", none)
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	return srv
+}
+
+// checkAMIs checks what the bake left in awsemu against the manifest, and boots the disk rebuilt
+// from the home region's snapshot.
+func checkAMIs(t *testing.T, srv *awsemu.Server, m *pipeline.Manifest, rec *pipeline.Target, raw string) {
+	t.Helper()
+	regions := []string{"us-east-1", "us-west-2", "eu-west-1"}
+	if len(rec.AMIs) != len(regions) {
+		t.Fatalf("manifest AMIs = %+v, want one per region %v", rec.AMIs, regions)
+	}
+	inv := srv.Inventory()
+	images := map[string]awsemu.Image{}
+	for _, img := range inv.Images {
+		images[img.ID] = img
+	}
+	params := map[string]string{}
+	for _, p := range inv.Parameters {
+		params[p.Region] = p.Value
+	}
+	var homeSnap string
+	for i, a := range rec.AMIs {
+		img, ok := images[a.ImageID]
+		switch {
+		case !ok:
+			t.Errorf("%s: AMI %s is not in awsemu", a.Region, a.ImageID)
+			continue
+		case a.Region != regions[i] || img.Region != a.Region:
+			t.Errorf("AMI %d is in %s (awsemu: %s), want %s", i, a.Region, img.Region, regions[i])
+		case img.State != "available":
+			t.Errorf("%s: AMI %s is %s", a.Region, a.ImageID, img.State)
+		}
+		if img.Tags["gpuforge:build-id"] != m.BuildID || img.Tags["team"] != "ml-platform" {
+			t.Errorf("%s: AMI tags = %v, want gpuforge:build-id=%s and team", a.Region, img.Tags, m.BuildID)
+		}
+		if img.BootMode != "uefi" || img.Architecture != "x86_64" || !img.EnaSupport || img.ImdsSupport != "v2.0" {
+			t.Errorf("%s: AMI settings boot=%s arch=%s ena=%v imds=%s", a.Region, img.BootMode, img.Architecture, img.EnaSupport, img.ImdsSupport)
+		}
+		if !slices.Contains(img.LaunchPermissions, "444455556666") {
+			t.Errorf("%s: launch permissions = %v, want account 444455556666", a.Region, img.LaunchPermissions)
+		}
+		if params[a.Region] != a.ImageID {
+			t.Errorf("%s: SSM parameter = %q, want %s", a.Region, params[a.Region], a.ImageID)
+		}
+		if i == 0 && len(a.SnapshotIDs) > 0 {
+			homeSnap = a.SnapshotIDs[0]
+		}
+	}
+	for _, sn := range inv.Snapshots {
+		if sn.Tags["gpuforge:build-id"] != m.BuildID {
+			t.Errorf("snapshot %s in %s is not tagged with the build id: %v", sn.ID, sn.Region, sn.Tags)
+		}
+	}
+	data, err := disk.NonZeroBytes(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := srv.Stats().BlockBytes
+	if float64(sent) > 1.01*float64(data) {
+		t.Errorf("upload sent %d bytes of blocks for %d non-zero bytes (> 1.01×)", sent, data)
+	}
+	t.Logf("upload: %d bytes of blocks for %d non-zero bytes (%.4f×)", sent, data, float64(sent)/float64(data))
+
+	if homeSnap == "" {
+		t.Fatal("the manifest names no snapshot for the home region's AMI")
+	}
+	back := filepath.Join(t.TempDir(), "from-snapshot.raw")
+	if err := srv.WriteSnapshot("us-east-1", homeSnap, back); err != nil {
+		t.Fatal(err)
+	}
+	if err := samePrefix(raw, back); err != nil {
+		t.Error(err)
+	}
+	code, out, errOut := runCLI(t, "boot", "--format", "raw", back)
+	if code != ExitOK {
+		t.Fatalf("gpuforge boot of the disk read back from snapshot %s: exit %d\n%s\n%s", homeSnap, code, out, errOut)
+	}
+	for _, key := range bootKeys {
+		if !reportLineOK(out, key) {
+			t.Errorf("boot of the snapshot's disk: line %q is not ok:\n%s", key, out)
+		}
+	}
+}
+
+// samePrefix checks that b starts with the bytes of a and holds only zeros after them (a
+// snapshot is whole GiB).
+func samePrefix(a, b string) error {
+	fa, err := os.Open(a)
+	if err != nil {
+		return err
+	}
+	defer fa.Close()
+	fb, err := os.Open(b)
+	if err != nil {
+		return err
+	}
+	defer fb.Close()
+	bufA, bufB := make([]byte, 1<<20), make([]byte, 1<<20)
+	var off int64
+	for {
+		n, errA := io.ReadFull(fa, bufA)
+		if n > 0 {
+			if _, err := io.ReadFull(fb, bufB[:n]); err != nil {
+				return fmt.Errorf("the snapshot's disk is shorter than the disk: %w", err)
+			}
+			if !bytes.Equal(bufA[:n], bufB[:n]) {
+				return fmt.Errorf("the snapshot's disk differs from the disk in the MiB at %d", off)
+			}
+			off += int64(n)
+		}
+		if errA != nil {
+			break
+		}
+	}
+	for {
+		n, err := fb.Read(bufB)
+		if bytes.ContainsFunc(bufB[:n], func(r rune) bool { return r != 0 }) {
+			return fmt.Errorf("the snapshot's disk has data after the disk's end (%d)", off)
+		}
+		if err != nil {
+			return nil
+		}
+	}
 }

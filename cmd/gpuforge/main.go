@@ -111,6 +111,6 @@ Exit codes: 0 success, 1 recipe errors, 2 usage errors, 3 unformatted files (fmt
 	root.PersistentFlags().String("builder", "", "BuildKit daemon to use: unix:///path or tcp://host:port (default $BUILDKIT_HOST, else a local daemon gpuforge starts)")
 	root.AddCommand(newCheckCmd(), newPlanCmd(), newFmtCmd(), newVersionCmd(), newBuildCmd(), newBuilderCmd(),
 		newPushCmd(), newCopyCmd(), newInspectCmd(), newValidateCmd())
-	root.AddCommand(newBootCmd())
+	root.AddCommand(newBootCmd(), newAMICmd())
 	return root
 }
