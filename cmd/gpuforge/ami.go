@@ -49,12 +49,13 @@ func (b *buildRun) bakeAMI(ctx context.Context, m *recipes.MachineImage, raw str
 	if err != nil {
 		return nil, fmt.Errorf("AWS configuration: %w", err)
 	}
+	log := &prefixWriter{w: stderr, prefix: "gpuforge: " + recipes.KindMachineImage + "." + m.Name + ": "}
 	bake := &ami.Bake{
 		BuildID: buildID,
 		AMI:     m.AMI,
 		Disk:    raw,
-		Upload:  ami.UploadOptions{ClientToken: buildID + "-" + m.Name},
-		Log:     &prefixWriter{w: stderr, prefix: "gpuforge: " + recipes.KindMachineImage + "." + m.Name + ": "},
+		Upload:  ami.UploadOptions{ClientToken: buildID + "-" + m.Name, Progress: uploadProgress(log)},
+		Log:     log,
 	}
 	res, err := bake.Run(ctx, cfg)
 	if err != nil {
@@ -146,4 +147,21 @@ func plural(n int, word string) string {
 		return word
 	}
 	return word + "s"
+}
+
+// uploadProgress reports the upload every tenth of its blocks: a line each, which reads well in
+// CI logs as on a terminal.
+func uploadProgress(w io.Writer) func(done, total int64) {
+	last := int64(-1)
+	return func(done, total int64) {
+		if total <= 0 {
+			return
+		}
+		tenth := done * 10 / total
+		if tenth == last {
+			return
+		}
+		last = tenth
+		fmt.Fprintf(w, "upload %3d%% (%d of %d blocks of 512 KiB)\n", tenth*10, done, total)
+	}
 }
