@@ -299,6 +299,12 @@ func (b *planner) image(t *PlanTarget, img *recipes.Image) {
 	for _, k := range sortedKeys(img.Annotations) {
 		runs = append(runs, fmt.Sprintf("annotation %s=%s", k, img.Annotations[k]))
 	}
+	for _, c := range img.CacheFrom {
+		runs = append(runs, "import build cache "+c)
+	}
+	for _, c := range img.CacheTo {
+		runs = append(runs, "export build cache "+c)
+	}
 	plats := "the builder's platform"
 	if len(img.Platforms) > 0 {
 		plats = strings.Join(img.Platforms, ", ")

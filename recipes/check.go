@@ -259,6 +259,16 @@ func (c *checker) image(img *Image) {
 			c.errorf(c.elem(img.OutputsRange, i), "Invalid output", "%s.", err)
 		}
 	}
+	for i, spec := range img.CacheFrom {
+		if _, err := ParseCache(spec, false); err != nil {
+			c.errorf(c.elem(img.CacheFromRange, i), "Invalid cache_from", "%s.", err)
+		}
+	}
+	for i, spec := range img.CacheTo {
+		if _, err := ParseCache(spec, true); err != nil {
+			c.errorf(c.elem(img.CacheToRange, i), "Invalid cache_to", "%s.", err)
+		}
+	}
 	for _, cp := range img.Copies {
 		c.copy(cp)
 	}
@@ -616,4 +626,73 @@ func ParseOutput(s string) (Output, error) {
 		return o, fmt.Errorf("output %q needs dest=PATH", s)
 	}
 	return o, nil
+}
+
+// Cache is a BuildKit build cache to import from or export to, as buildx writes it:
+// "type=registry,ref=REF[,mode=min|max]" or "type=local,src=DIR" (import) / "type=local,dest=DIR[,mode=…]"
+// (export).
+type Cache struct {
+	Type string // registry | local
+	Ref  string // registry: the image reference holding the cache
+	Dir  string // local: the directory (src for an import, dest for an export)
+	Mode string // export: min (default: only the final image's layers) or max (every step)
+}
+
+// ParseCache parses a cache_from (export false) or cache_to (export true) entry.
+func ParseCache(s string, export bool) (Cache, error) {
+	var c Cache
+	what := "cache_from"
+	if export {
+		what = "cache_to"
+	}
+	for _, field := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(field), "=")
+		switch {
+		case !ok:
+			return c, fmt.Errorf("%s %q: %q is not key=value", what, s, field)
+		case k == "type":
+			c.Type = v
+		case k == "ref":
+			c.Ref = v
+		case k == "src" && !export, k == "dest" && export:
+			c.Dir = v
+		case k == "mode" && export:
+			c.Mode = v
+		default:
+			keys := "type, ref, src"
+			if export {
+				keys = "type, ref, dest, mode"
+			}
+			return c, fmt.Errorf("%s %q: unknown key %q (it takes %s)", what, s, k, keys)
+		}
+	}
+	switch c.Type {
+	case "registry":
+		if c.Ref == "" {
+			return c, fmt.Errorf("%s %q: a registry cache needs ref=IMAGE", what, s)
+		}
+		if _, err := reference.ParseNormalizedNamed(c.Ref); err != nil {
+			return c, fmt.Errorf("%s %q: ref %q is not an image reference: %s", what, s, c.Ref, err)
+		}
+	case "local":
+		if c.Dir == "" {
+			key := "src"
+			if export {
+				key = "dest"
+			}
+			return c, fmt.Errorf("%s %q: a local cache needs %s=DIR", what, s, key)
+		}
+	default:
+		return c, fmt.Errorf("%s %q: type must be registry or local", what, s)
+	}
+	switch c.Mode {
+	case "":
+		if export {
+			c.Mode = "min"
+		}
+	case "min", "max":
+	default:
+		return c, fmt.Errorf("%s %q: mode must be min or max", what, s)
+	}
+	return c, nil
 }

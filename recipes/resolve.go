@@ -381,6 +381,12 @@ func mergeImage(dst, src *Image, set map[string]bool) {
 	if has("outputs", len(src.Outputs) > 0) {
 		dst.Outputs, dst.OutputsRange = src.Outputs, src.OutputsRange
 	}
+	if has("cache_from", len(src.CacheFrom) > 0) {
+		dst.CacheFrom, dst.CacheFromRange = src.CacheFrom, src.CacheFromRange
+	}
+	if has("cache_to", len(src.CacheTo) > 0) {
+		dst.CacheTo, dst.CacheToRange = src.CacheTo, src.CacheToRange
+	}
 	if has("workdir", src.Workdir != "") {
 		dst.Workdir = src.Workdir
 	}

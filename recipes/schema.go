@@ -226,12 +226,16 @@ type Image struct {
 	Push           *bool             `hcl:"push,optional"`
 	Secrets        []*Secret         `hcl:"secret,block"`
 	Outputs        []string          `hcl:"outputs,optional"`
+	CacheFrom      []string          `hcl:"cache_from,optional"` // BuildKit cache to import: type=registry,ref=… | type=local,src=…
+	CacheTo        []string          `hcl:"cache_to,optional"`   // BuildKit cache to export: type=registry,ref=…[,mode=max] | type=local,dest=…
 	DeclRange      hcl.Range         `hcl:",def_range"`
 	TagsRange      hcl.Range         `hcl:"tags,attr_range"`
 	PlatformsRange hcl.Range         `hcl:"platforms,attr_range"`
 	RunRange       hcl.Range         `hcl:"run,attr_range"`
 	PackagesRange  hcl.Range         `hcl:"packages,attr_range"`
 	OutputsRange   hcl.Range         `hcl:"outputs,attr_range"`
+	CacheFromRange hcl.Range         `hcl:"cache_from,attr_range"`
+	CacheToRange   hcl.Range         `hcl:"cache_to,attr_range"`
 
 	// From is the resolved source of the image's filesystem.
 	From Source

@@ -375,6 +375,11 @@ func buildOne(ctx context.Context, c *client.Client, r *recipes.Recipe, name str
 		frontendAttrs["attest:provenance"] = "mode=max"
 	}
 
+	imports, exports, err := cacheEntries(img, r.Dir)
+	if err != nil {
+		close(ch)
+		return nil, err
+	}
 	var lowered *Lowered
 	buildFunc := func(ctx context.Context, gw gwclient.Client) (*gwclient.Result, error) {
 		l := NewLowerer(r, &gatewayResolver{gw: gw, r: r, boots: boots}, o.epoch, o.platform)
@@ -390,7 +395,11 @@ func buildOne(ctx context.Context, c *client.Client, r *recipes.Recipe, name str
 			if err != nil {
 				return nil, err
 			}
-			sres, err := gw.Solve(ctx, gwclient.SolveRequest{Definition: def.ToPB(), Evaluate: true})
+			var gwImports []gwclient.CacheOptionsEntry
+			for _, im := range imports {
+				gwImports = append(gwImports, gwclient.CacheOptionsEntry{Type: im.Type, Attrs: im.Attrs})
+			}
+			sres, err := gw.Solve(ctx, gwclient.SolveRequest{Definition: def.ToPB(), Evaluate: true, CacheImports: gwImports})
 			if err != nil {
 				return nil, err
 			}
@@ -455,6 +464,8 @@ func buildOne(ctx context.Context, c *client.Client, r *recipes.Recipe, name str
 		return nil, fmt.Errorf("recipe directory %s: %w", r.Dir, err)
 	}
 	solveOpt := client.SolveOpt{
+		CacheImports:  imports,
+		CacheExports:  exports,
 		Exports:       []client.ExportEntry{{Type: client.ExporterOCI, Attrs: attrs, OutputDir: dir}},
 		LocalMounts:   map[string]fsutil.FS{RecipeContext: fs},
 		OCIStores:     stores,
@@ -478,6 +489,48 @@ func buildOne(ctx context.Context, c *client.Client, r *recipes.Recipe, name str
 		}
 	}
 	return res, nil
+}
+
+// cacheEntries are an image's cache_from and cache_to as BuildKit's cache importers and
+// exporters take them; local directories are relative to the recipe, like copy sources. A
+// registry cache is written as an OCI image manifest (image-manifest=true), which every OCI
+// registry stores, with OCI media types.
+func cacheEntries(img *recipes.Image, recipeDir string) (imports, exports []client.CacheOptionsEntry, err error) {
+	dir := func(d string) string {
+		if filepath.IsAbs(d) {
+			return d
+		}
+		return filepath.Join(recipeDir, d)
+	}
+	for _, spec := range img.CacheFrom {
+		c, err := recipes.ParseCache(spec, false)
+		if err != nil {
+			return nil, nil, err
+		}
+		e := client.CacheOptionsEntry{Type: c.Type, Attrs: map[string]string{}}
+		if c.Type == "registry" {
+			e.Attrs["ref"] = c.Ref
+		} else {
+			e.Attrs["src"] = dir(c.Dir)
+		}
+		imports = append(imports, e)
+	}
+	for _, spec := range img.CacheTo {
+		c, err := recipes.ParseCache(spec, true)
+		if err != nil {
+			return nil, nil, err
+		}
+		e := client.CacheOptionsEntry{Type: c.Type, Attrs: map[string]string{"mode": c.Mode}}
+		if c.Type == "registry" {
+			e.Attrs["ref"] = c.Ref
+			e.Attrs["image-manifest"] = "true"
+			e.Attrs["oci-mediatypes"] = "true"
+		} else {
+			e.Attrs["dest"] = dir(c.Dir)
+		}
+		exports = append(exports, e)
+	}
+	return imports, exports, nil
 }
 
 // staticAnnotations are the manifest annotations known from the recipe alone.

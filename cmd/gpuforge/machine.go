@@ -68,10 +68,7 @@ func (b *buildRun) buildMachine(ctx context.Context, c *client.Client, name stri
 	}
 	out.kernel, out.steps = res.Info.Kernel, res.Steps
 
-	var epoch *time.Time
-	if e := b.epoch; e != nil {
-		epoch = e
-	}
+	epoch := b.epoch
 	if err := b.writePreloads(ctx, m, rootDir, built); err != nil {
 		return nil, fmt.Errorf("%s: %w", addr, err)
 	}
