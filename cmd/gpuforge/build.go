@@ -51,7 +51,9 @@ with an EFI system partition into a GPT disk (mkfs.ext4 -d, no loop devices or m
 converted to the recipe's formats with qemu-img, then booted in QEMU with OVMF until the image
 reports its kernel, root filesystem, NVIDIA module, docker and cloud-init over the serial
 console (--skip-boot-check skips that; a failed boot check is exit code 5). Disks are written
-to OUT/NAME/NAME.FORMAT. AMI stages are not run by this version.`,
+to OUT/NAME/NAME.FORMAT. With an ami block, a disk that passed its boot check is uploaded to an
+EBS snapshot (EBS direct APIs), registered, copied, shared and published in SSM; a failure
+removes what the run created (--no-ami skips the AMI; --aws-* select the account and endpoint).`,
 		Example: `  gpuforge build examples/quickstart.hcl
   gpuforge build -t trainer --push --metadata-file build.json examples/ngc-pytorch.hcl
   gpuforge build -t gpu-node --no-ami examples/gpu-node-debian.hcl`,
@@ -132,7 +134,6 @@ func (b *buildRun) run() error {
 			images = append(images, t.Name)
 		case t.Kind == recipes.KindMachineImage:
 			machines = append(machines, t.Name)
-
 		case t.Kind == recipes.KindValidate && b.runValidation && b.r.Validate(t.Name) != nil &&
 			b.r.Validate(t.Name).Target.Kind == recipes.KindImage:
 			// --validate runs it after the build.
