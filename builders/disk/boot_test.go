@@ -305,6 +305,7 @@ type fakeGuest struct {
 	manifest   string
 	rootGrown  bool // the root partition reaches the end of the disk
 	hostKeyOld bool // the host keys predate the boot
+	preload    string // /etc/gpuforge/preload.list; docker's store holds only "present:1"
 }
 
 // run runs the report script on the fake machine and returns what it printed on its console.
@@ -332,6 +333,9 @@ func (g fakeGuest) run(t *testing.T) string {
 		"etc/ssh/ssh_host_ed25519_key":             "key",
 		"etc/ssh/ssh_host_rsa_key":                 "key",
 		"etc/cdi/.keep":                            "",
+	}
+	if g.preload != "" {
+		files["etc/gpuforge/preload.list"] = g.preload
 	}
 	for name, content := range files {
 		if name == "etc/gpuforge/machine-image.json" && content == "" {
@@ -379,6 +383,7 @@ case "$*" in
 *ServerVersion*) echo 27.5.1 ;;
 *Runtimes*) echo "io.containerd.runc.v2 nvidia runc " ;;
 *CDISpecDirs*) echo '["/etc/cdi","/var/run/cdi"]' ;;
+"image inspect present:1") echo '[{}]' ;;
 *) exit 1 ;;
 esac`,
 		"systemctl": `
@@ -386,6 +391,7 @@ case "$*" in
 "is-active --quiet ssh.service") exit 0 ;;
 is-active*) echo active ;;
 "is-enabled nvidia-cdi-refresh.service") echo enabled ;;
+"show -p ActiveState --value gpuforge-preload.service") echo active ;;
 is-enabled*) echo disabled; exit 1 ;;
 *) echo "unexpected systemctl $*" >&2; exit 1 ;;
 esac`,
@@ -452,6 +458,7 @@ func TestReportScriptFakeGuest(t *testing.T) {
 				"nvidia_module":  "ok /lib/modules/" + k + "/updates/dkms/nvidia-current.ko 535.216.01 for " + k,
 				"docker":         "ok docker.service active, server 27.5.1 (distro)",
 				"nvidia_runtime": `ok CDI enabled (/etc/docker/daemon.json); docker CDI spec dirs ["/etc/cdi","/var/run/cdi"]; specs: none yet (no GPU here); nvidia-cdi-refresh.service enabled`,
+				"preload":        "skip the image preloads no container images",
 				"cloud_init":     "ok done, DataSourceNoCloud [seed=/dev/vdb][dsmode=net]",
 				"ssh":            "ok ssh.service active, host keys made on this boot: ed25519 rsa",
 			}},
@@ -478,6 +485,14 @@ func TestReportScriptFakeGuest(t *testing.T) {
 			manifest: strings.Replace(testManifest, `"module":"nvidia-current"`, `"module":"nvidia-open"`, 1)},
 			map[string]string{
 				"nvidia_module": "fail no module (nvidia-open, nvidia, nvidia-current) in /lib/modules/" + k + " for the running kernel",
+			}},
+		{"preload", fakeGuest{kernel: k, vermagic: k + " SMP mod_unload", manifest: testManifest, rootGrown: true, preload: "present:1\n"},
+			map[string]string{
+				"preload": "ok in docker's store: present:1",
+			}},
+		{"preload missing", fakeGuest{kernel: k, vermagic: k + " SMP mod_unload", manifest: testManifest, rootGrown: true, preload: "present:1\nmissing:2\n"},
+			map[string]string{
+				"preload": "fail not in docker's store: missing:2 (gpuforge-preload.service: active)",
 			}},
 		{"no manifest", fakeGuest{kernel: k, rootGrown: true},
 			map[string]string{
