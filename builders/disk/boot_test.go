@@ -303,8 +303,8 @@ type fakeGuest struct {
 	kernel     string // what uname -r says
 	vermagic   string // the nvidia module's vermagic
 	manifest   string
-	rootGrown  bool // the root partition reaches the end of the disk
-	hostKeyOld bool // the host keys predate the boot
+	rootGrown  bool   // the root partition reaches the end of the disk
+	hostKeyOld bool   // the host keys predate the boot
 	preload    string // /etc/gpuforge/preload.list; docker's store holds only "present:1"
 }
 
