@@ -450,9 +450,15 @@ func (b *planner) machineImage(t *PlanTarget, m *recipes.MachineImage) {
 		"qemu-system-x86_64 with OVMF, serial console: kernel, root rw, nvidia module, docker + NVIDIA runtime, cloud-init",
 	})
 	if a := m.AMI; a != nil {
-		up := b.stage(t, StageAMIUpload, "upload the raw disk to an EBS snapshot (EBS direct APIs)", []string{boot2.ID}, []string{
+		upDesc, upRuns := "upload the raw disk to an EBS snapshot (EBS direct APIs)", []string{
 			"StartSnapshot, PutSnapshotBlock (512 KiB, SHA-256), CompleteSnapshot",
-		})
+		}
+		if a.ImportBucket != "" {
+			upDesc, upRuns = "upload the raw disk to S3 and import it as an EBS snapshot", []string{
+				"PutObject s3://" + a.ImportBucket + "/gpuforge/<build id>/, ImportSnapshot (RAW), wait, DeleteObject",
+			}
+		}
+		up := b.stage(t, StageAMIUpload, upDesc, []string{boot2.ID}, upRuns)
 		home := "the default region"
 		if len(a.Regions) > 0 {
 			home = a.Regions[0]

@@ -297,9 +297,12 @@ type AMI struct {
 	Tags          map[string]string `hcl:"tags,optional"`
 	DeprecateAt   string            `hcl:"deprecate_at,optional"`
 	SSMParameter  string            `hcl:"ssm_parameter,optional"`
-	Volume        *AMIVolume        `hcl:"volume,block"`
-	Share         *AMIShare         `hcl:"share,block"`
-	DeclRange     hcl.Range         `hcl:",def_range"`
+	// ImportBucket switches the upload to S3 + ImportSnapshot (for accounts where the EBS direct
+	// APIs are not allowed): the disk goes to this bucket of the home region, then VM Import.
+	ImportBucket string     `hcl:"import_bucket,optional"`
+	Volume       *AMIVolume `hcl:"volume,block"`
+	Share        *AMIShare  `hcl:"share,block"`
+	DeclRange    hcl.Range  `hcl:",def_range"`
 
 	RegionsRange       hcl.Range `hcl:"regions,attr_range"`
 	ArchitectureRange  hcl.Range `hcl:"architecture,attr_range"`

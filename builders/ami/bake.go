@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -208,8 +209,15 @@ func (b *Bake) Run(ctx context.Context, cfg aws.Config) (res *BakeResult, err er
 	opt.Description = or(opt.Description, or(b.AMI.Description, "gpuforge "+b.AMI.Name+" (build "+b.BuildID+")"))
 	opt.Encrypted = opt.Encrypted || b.AMI.Encrypted
 	opt.KMSKeyARN = or(opt.KMSKeyARN, b.AMI.KMSKeyID)
-	b.logf("upload %s to an EBS snapshot in %s", b.Disk, home)
-	up, err := uploadSnapshot(ctx, rc.get(home), b.Disk, opt, p)
+	var up *UploadResult
+	if bucket := b.AMI.ImportBucket; bucket != "" {
+		key := "gpuforge/" + b.BuildID + "/" + filepath.Base(b.Disk)
+		b.logf("upload %s to s3://%s/%s and import it as a snapshot in %s (ImportSnapshot)", b.Disk, bucket, key, home)
+		up, err = uploadViaImport(ctx, rc.get(home), b.Disk, bucket, key, opt, p)
+	} else {
+		b.logf("upload %s to an EBS snapshot in %s", b.Disk, home)
+		up, err = uploadSnapshot(ctx, rc.get(home), b.Disk, opt, p)
+	}
 	if up != nil {
 		l.addSnapshot(home, up.SnapshotID)
 	}

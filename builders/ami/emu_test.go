@@ -726,3 +726,41 @@ func TestUploadViaImport(t *testing.T) {
 		})
 	}
 }
+
+// TestBakeThroughImport is the fallback for accounts without EBS direct: with the ami block's
+// import_bucket the disk goes to S3 and ImportSnapshot makes the snapshot; the rest of the bake
+// is the same. The AMI boots from a snapshot with the disk's content, the S3 object is gone, and
+// the resources carry the build id.
+func TestBakeThroughImport(t *testing.T) {
+	srv, cfg := emu(t, awsemu.WithCopyDelay(100*time.Millisecond))
+	d := makeDisk(t, 64<<20)
+	c := newClients(cfg, "us-east-1")
+	if _, err := c.s3.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String("vm-imports")}); err != nil {
+		t.Fatal(err)
+	}
+	a := recipeAMI("gpu-node-import")
+	a.Regions = []string{"us-east-1"}
+	a.ImportBucket = "vm-imports"
+	var log bytes.Buffer
+	res, err := (&Bake{BuildID: "build-import", AMI: a, Disk: d.Path, Log: &log}).Run(context.Background(), cfg)
+	t.Logf("bake:\n%s", log.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv.Stats().Requests["ImportSnapshot"] != 1 || srv.Stats().Requests["PutSnapshotBlock"] != 0 {
+		t.Errorf("requests %v: want one ImportSnapshot and no PutSnapshotBlock", srv.Stats().Requests)
+	}
+	sameContent(t, srv, "us-east-1", res.Snapshot, d)
+	inv := srv.Inventory()
+	if len(inv.Objects) != 0 || len(inv.Uploads) != 0 {
+		t.Errorf("the import left S3 objects %v, uploads %v", inv.Objects, inv.Uploads)
+	}
+	if im := findImage(inv, res.Images[0].ImageID); im == nil || im.State != "available" || im.Tags[BuildIDTag] != "build-import" {
+		t.Errorf("image %s: %+v", res.Images[0].ImageID, im)
+	}
+	for _, s := range inv.Snapshots {
+		if s.ID == res.Snapshot && s.Tags[BuildIDTag] != "build-import" {
+			t.Errorf("the imported snapshot %s is not tagged with the build id: %v", s.ID, s.Tags)
+		}
+	}
+}
