@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"sort"
@@ -36,7 +38,12 @@ func (f *awsFlags) config(ctx context.Context, region string) (ami.Config, error
 
 // bakeAMI runs a machine image's AMI stages on its raw disk: upload through the EBS direct APIs,
 // registration, copies, sharing and the SSM parameter. A failure removes what the run created.
-func (b *buildRun) bakeAMI(ctx context.Context, m *recipes.MachineImage, raw string, buildID string, stderr io.Writer) ([]pipeline.AMIRecord, error) {
+//
+// The snapshot's client token comes from the disk's content and the AMI's name, not from the
+// build: a rerun of the same disk after a run was killed mid-upload gets the pending snapshot
+// back from StartSnapshot (EBS keeps the token for a while) and resends its blocks, instead of
+// leaving it behind.
+func (b *buildRun) bakeAMI(ctx context.Context, m *recipes.MachineImage, raw, rawSHA256, buildID string, stderr io.Writer) ([]pipeline.AMIRecord, error) {
 	home := ""
 	if len(m.AMI.Regions) > 0 {
 		home = m.AMI.Regions[0]
@@ -54,7 +61,7 @@ func (b *buildRun) bakeAMI(ctx context.Context, m *recipes.MachineImage, raw str
 		BuildID: buildID,
 		AMI:     m.AMI,
 		Disk:    raw,
-		Upload:  ami.UploadOptions{ClientToken: buildID + "-" + m.Name, Progress: uploadProgress(log)},
+		Upload:  ami.UploadOptions{ClientToken: clientToken(m.AMI.Name, rawSHA256), Progress: uploadProgress(log)},
 		Log:     log,
 	}
 	res, err := bake.Run(ctx, cfg)
@@ -164,4 +171,11 @@ func uploadProgress(w io.Writer) func(done, total int64) {
 		last = tenth
 		fmt.Fprintf(w, "upload %3d%% (%d of %d blocks of 512 KiB)\n", tenth*10, done, total)
 	}
+}
+
+// clientToken is StartSnapshot's idempotency token for a disk and an AMI name: at most 64
+// characters, as the API allows.
+func clientToken(name, diskSHA256 string) string {
+	sum := sha256.Sum256([]byte(name + "\x00" + diskSHA256))
+	return "gpuforge-" + hex.EncodeToString(sum[:])[:48]
 }

@@ -28,3 +28,18 @@ func TestAMIGCCommand(t *testing.T) {
 		t.Errorf("ami gc made no DescribeImages call: %v", srv.Stats().Requests)
 	}
 }
+
+// TestClientToken: the snapshot's idempotency token is the same for the same disk and AMI name
+// (so a rerun resumes), differs otherwise, and fits StartSnapshot's 64 characters.
+func TestClientToken(t *testing.T) {
+	a := clientToken("gpu-node", "aa")
+	if a != clientToken("gpu-node", "aa") {
+		t.Error("the token of the same disk and name changed")
+	}
+	if a == clientToken("gpu-node", "ab") || a == clientToken("gpu-node-2", "aa") {
+		t.Error("different disks or names share a token")
+	}
+	if len(a) > 64 || !strings.HasPrefix(a, "gpuforge-") {
+		t.Errorf("token %q: want gpuforge-… of at most 64 characters", a)
+	}
+}

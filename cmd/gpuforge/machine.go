@@ -131,7 +131,20 @@ func (b *buildRun) buildMachine(ctx context.Context, c *client.Client, name stri
 		case out.boot != nil && out.boot.Verdict != disk.VerdictPass:
 			fmt.Fprintf(b.cmd.ErrOrStderr(), "gpuforge: %s: not baking the AMI: the boot check failed\n", addr)
 		default:
-			if out.amis, err = b.bakeAMI(ctx, m, raw, b.manifest.BuildID, b.cmd.ErrOrStderr()); err != nil {
+			sum := ""
+			for _, d := range out.disks {
+				if d.Format == "raw" {
+					sum = d.SHA256
+				}
+			}
+			if sum == "" {
+				rec, err := diskRecord("raw", raw)
+				if err != nil {
+					return nil, err
+				}
+				sum = rec.SHA256
+			}
+			if out.amis, err = b.bakeAMI(ctx, m, raw, sum, b.manifest.BuildID, b.cmd.ErrOrStderr()); err != nil {
 				return nil, fmt.Errorf("%s: AMI: %w", addr, err)
 			}
 		}
