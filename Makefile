@@ -68,6 +68,11 @@ tools: $(TOOLS) ## build bin/buildkitd, bin/buildctl, bin/registry, bin/crane fr
 
 # go build leaves an up-to-date output untouched, so touch it: otherwise a
 # newer tools/go.mod would send every later `make setup` back into go build.
+bin/packer: tools/packer/go.mod tools/packer/go.sum ## Packer v1.9.4 with its bundled QEMU builder, for bench/ (not needed by the tests)
+	@mkdir -p bin
+	cd tools/packer && CGO_ENABLED=0 $(GO) build -o ../../$@ github.com/hashicorp/packer
+	@touch $@
+
 bin/buildkitd: tools/go.mod tools/go.sum
 	@mkdir -p bin
 	cd tools && CGO_ENABLED=0 $(GO) build -tags '$(BUILDKIT_TAGS)' -ldflags '$(BUILDKIT_LDFLAGS)' -o ../$@ $(BUILDKIT_MOD)/cmd/buildkitd
