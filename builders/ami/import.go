@@ -45,18 +45,11 @@ func uploadViaImport(ctx context.Context, c *clients, disk, bucket, key string, 
 	start := time.Now()
 	var retries atomic.Int64
 	p.Retries = &retries
-	f, err := os.Open(disk)
+	f, size, err := openDisk("import", disk)
 	if err != nil {
-		return nil, fmt.Errorf("import %s: %w", disk, err)
+		return nil, err
 	}
 	defer f.Close()
-	size, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		return nil, fmt.Errorf("import %s: %w", disk, err)
-	}
-	if size == 0 {
-		return nil, fmt.Errorf("import %s: the disk is empty", disk)
-	}
 	object := "s3://" + bucket + "/" + key
 
 	var (

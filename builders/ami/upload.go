@@ -104,23 +104,34 @@ func timeoutMinutes(d time.Duration) int32 {
 	return min(max(m, 10), 4320)
 }
 
+// openDisk opens a raw disk for op ("upload", "import") and returns its size; an empty disk is
+// an error.
+func openDisk(op, disk string) (*os.File, int64, error) {
+	f, err := os.Open(disk)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s %s: %w", op, disk, err)
+	}
+	size, err := f.Seek(0, io.SeekEnd)
+	if err == nil && size == 0 {
+		err = errors.New("the disk is empty")
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("%s %s: %w", op, disk, err)
+	}
+	return f, size, nil
+}
+
 func uploadSnapshot(ctx context.Context, c *clients, disk string, opt UploadOptions, p retryPolicy) (res *UploadResult, err error) {
 	start := time.Now()
 	var retries atomic.Int64
 	p.Retries = &retries
 
-	f, err := os.Open(disk)
+	f, size, err := openDisk("upload", disk)
 	if err != nil {
-		return nil, fmt.Errorf("upload %s: %w", disk, err)
+		return nil, err
 	}
 	defer f.Close()
-	size, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		return nil, fmt.Errorf("upload %s: %w", disk, err)
-	}
-	if size == 0 {
-		return nil, fmt.Errorf("upload %s: the disk is empty", disk)
-	}
 	if size > 64<<40 {
 		return nil, fmt.Errorf("upload %s: %d bytes is more than an EBS snapshot holds (64 TiB)", disk, size)
 	}

@@ -114,6 +114,15 @@ type buildOptions struct {
 	keychain   authn.Keychain
 }
 
+// newBuildOptions applies opts to the defaults of [Build] and [BuildMachineRootfs].
+func newBuildOptions(opts []BuildOption) buildOptions {
+	o := buildOptions{outDir: filepath.Join(".gpuforge", "out"), platform: platforms.DefaultSpec(), env: os.LookupEnv, bootLog: io.Discard, keychain: authn.DefaultKeychain}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
 // BuildOption configures [Build].
 type BuildOption func(*buildOptions)
 
@@ -159,10 +168,7 @@ func WithLookupEnv(f func(string) (string, bool)) BuildOption {
 // session and one solve per target, started together, so a base they share is built once and
 // independent images build in parallel. Each image is written as an OCI layout.
 func Build(ctx context.Context, c *client.Client, r *recipes.Recipe, names []string, opts ...BuildOption) (*Report, error) {
-	o := buildOptions{outDir: filepath.Join(".gpuforge", "out"), platform: platforms.DefaultSpec(), env: os.LookupEnv, bootLog: io.Discard, keychain: authn.DefaultKeychain}
-	for _, opt := range opts {
-		opt(&o)
-	}
+	o := newBuildOptions(opts)
 	boots, err := bootstrapBases(ctx, r, names, o)
 	if err != nil {
 		return nil, err
@@ -444,24 +450,10 @@ func buildOne(ctx context.Context, c *client.Client, r *recipes.Recipe, name str
 		}
 	}
 
-	secrets, err := secretSources(img, r.Dir, o.env)
+	secrets, stores, fs, err := solveInputs(r, img, boots, o.env)
 	if err != nil {
 		close(ch)
 		return nil, err
-	}
-	stores := map[string]content.Store{}
-	for _, b := range boots {
-		st, err := b.ContentStore()
-		if err != nil {
-			close(ch)
-			return nil, err
-		}
-		stores[b.StoreName()] = st
-	}
-	fs, err := fsutil.NewFS(r.Dir)
-	if err != nil {
-		close(ch)
-		return nil, fmt.Errorf("recipe directory %s: %w", r.Dir, err)
 	}
 	solveOpt := client.SolveOpt{
 		CacheImports:  imports,
@@ -489,6 +481,28 @@ func buildOne(ctx context.Context, c *client.Client, r *recipes.Recipe, name str
 		}
 	}
 	return res, nil
+}
+
+// solveInputs are what a solve of a recipe target reads from this machine: the target's secrets,
+// the content stores of the bootstrapped bases, and the recipe directory (the copy sources).
+func solveInputs(r *recipes.Recipe, img *recipes.Image, boots map[string]*BootstrapResult, env func(string) (string, bool)) (session.Attachable, map[string]content.Store, fsutil.FS, error) {
+	secrets, err := secretSources(img, r.Dir, env)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	stores := map[string]content.Store{}
+	for _, b := range boots {
+		st, err := b.ContentStore()
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		stores[b.StoreName()] = st
+	}
+	fs, err := fsutil.NewFS(r.Dir)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("recipe directory %s: %w", r.Dir, err)
+	}
+	return secrets, stores, fs, nil
 }
 
 // cacheEntries are an image's cache_from and cache_to as BuildKit's cache importers and

@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/platforms"
 	"github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/client/llb"
@@ -567,16 +566,10 @@ type MachineResult struct {
 // BuildMachineRootfs builds the root filesystem of machine image name and exports it to dir
 // (which must not exist or be empty). The progress and options are those of [Build].
 func BuildMachineRootfs(ctx context.Context, c *client.Client, r *recipes.Recipe, name, dir string, opts ...BuildOption) (*MachineResult, error) {
-	o := buildOptions{outDir: filepath.Join(".gpuforge", "out"), platform: platforms.DefaultSpec(), env: os.LookupEnv, bootLog: nil, keychain: nil}
-	for _, opt := range opts {
-		opt(&o)
-	}
+	o := newBuildOptions(opts)
 	m := r.MachineImage(name)
 	if m == nil {
 		return nil, fmt.Errorf("no machine image %q in the recipe", name)
-	}
-	if o.bootLog == nil {
-		o.bootLog = discard{}
 	}
 	boots, err := bootstrapSources(ctx, r, []recipes.Source{m.From}, o)
 	if err != nil {
@@ -632,32 +625,14 @@ func BuildMachineRootfs(ctx context.Context, c *client.Client, r *recipes.Recipe
 		}
 		return gw.Solve(ctx, gwclient.SolveRequest{Definition: def.ToPB(), Evaluate: true})
 	}
-	secrets, err := secretSources(&recipes.Image{Name: name, Secrets: m.Secrets}, r.Dir, o.env)
+	secrets, stores, fs, err := solveInputs(r, &recipes.Image{Name: name, Secrets: m.Secrets}, boots, o.env)
 	if err != nil {
 		close(ch)
 		wg.Wait()
 		return nil, err
 	}
-	stores := map[string]content.Store{}
-	for _, b := range boots {
-		st, err := b.ContentStore()
-		if err != nil {
-			close(ch)
-			wg.Wait()
-			return nil, err
-		}
-		stores[b.StoreName()] = st
-	}
-	fs, err := fsutil.NewFS(r.Dir)
-	if err != nil {
-		close(ch)
-		wg.Wait()
-		return nil, fmt.Errorf("recipe directory %s: %w", r.Dir, err)
-	}
-	att := []session.Attachable{secrets}
-	if o.keychain != nil {
-		att = append(att, authprovider.NewDockerAuthProvider(authprovider.DockerAuthProviderConfig{AuthConfigProvider: authFromKeychain(o.keychain)}))
-	}
+	att := []session.Attachable{secrets,
+		authprovider.NewDockerAuthProvider(authprovider.DockerAuthProviderConfig{AuthConfigProvider: authFromKeychain(o.keychain)})}
 	// The tree comes as a tar stream unpacked by GNU tar as it arrives: BuildKit's local
 	// exporter deadlocks on trees of many files (moby/buildkit#2950; a root filesystem has
 	// tens of thousands), its tar exporter does not, and tar keeps owners, modes, xattrs,
@@ -698,10 +673,6 @@ func BuildMachineRootfs(ctx context.Context, c *client.Client, r *recipes.Recipe
 	}
 	return res, nil
 }
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // untarProc is GNU tar unpacking a stream into a directory.
 type untarProc struct {
