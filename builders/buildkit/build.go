@@ -45,6 +45,7 @@ type ImageResult struct {
 	Platforms []string
 	Tags      []string
 	Duration  time.Duration
+	Nodes     []NodeReport // which node built each platform, on a builder of several nodes
 }
 
 // Report is the outcome of a [Build]: the images, and every build step of the run (gpuforge's
@@ -168,7 +169,32 @@ func WithLookupEnv(f func(string) (string, bool)) BuildOption {
 // session and one solve per target, started together, so a base they share is built once and
 // independent images build in parallel. Each image is written as an OCI layout.
 func Build(ctx context.Context, c *client.Client, r *recipes.Recipe, names []string, opts ...BuildOption) (*Report, error) {
+	return BuildOn(ctx, []*Node{{Name: "default", Client: c}}, r, names, opts...)
+}
+
+// BuildOn is Build on a builder of several nodes: each platform of an image is built on the node
+// that builds it natively (see route), the platforms of one node in one solve, and the nodes'
+// images are merged into one image index, as buildx does for a builder with appended nodes.
+// With one node it is Build.
+func BuildOn(ctx context.Context, nodes []*Node, r *recipes.Recipe, names []string, opts ...BuildOption) (*Report, error) {
+	if len(nodes) == 0 {
+		return nil, errors.New("a builder needs at least one node")
+	}
 	o := newBuildOptions(opts)
+	plans := make([][]platformGroup, len(names))
+	for i, name := range names {
+		img := r.Image(name)
+		if img == nil {
+			return nil, fmt.Errorf("no image %q in the recipe", name)
+		}
+		plats, err := NewLowerer(r, nil, o.epoch, o.platform).platformsOf(img)
+		if err != nil {
+			return nil, err
+		}
+		if plans[i], err = route(nodes, plats); err != nil {
+			return nil, fmt.Errorf("image %s: %w", name, err)
+		}
+	}
 	boots, err := bootstrapBases(ctx, r, names, o)
 	if err != nil {
 		return nil, err
@@ -197,8 +223,7 @@ func Build(ctx context.Context, c *client.Client, r *recipes.Recipe, names []str
 
 	results := make([]*ImageResult, len(names))
 	var fwd sync.WaitGroup
-	eg, ectx := errgroup.WithContext(ctx)
-	for i, name := range names {
+	status := func() chan *client.SolveStatus {
 		ch := make(chan *client.SolveStatus)
 		fwd.Add(1)
 		go func() {
@@ -208,11 +233,70 @@ func Build(ctx context.Context, c *client.Client, r *recipes.Recipe, names []str
 				display <- s
 			}
 		}()
+		return ch
+	}
+	eg, ectx := errgroup.WithContext(ctx)
+	for i, name := range names {
+		groups := plans[i]
+		if len(groups) == 1 {
+			ch := status()
+			eg.Go(func() error {
+				res, err := buildOne(ectx, groups[0].node.Client, r, name, boots, o, ch, nil, "")
+				if err != nil {
+					return logs.explain(recipes.KindImage+"."+name, err)
+				}
+				if len(nodes) > 1 {
+					for _, p := range res.Platforms {
+						res.Nodes = append(res.Nodes, NodeReport{Platform: p, Node: groups[0].node.Name, Duration: res.Duration})
+					}
+				}
+				results[i] = res
+				return nil
+			})
+			continue
+		}
+		chs := make([]chan *client.SolveStatus, len(groups))
+		for j := range groups {
+			chs[j] = status()
+		}
 		eg.Go(func() error {
-			res, err := buildOne(ectx, c, r, name, boots, o, ch)
-			if err != nil {
+			start := time.Now()
+			parts := make([]*ImageResult, len(groups))
+			dirs := make([]string, len(groups))
+			peg, pctx := errgroup.WithContext(ectx)
+			for j, g := range groups {
+				dirs[j] = filepath.Join(partsDir(o.outDir, name), g.node.Name)
+				peg.Go(func() error {
+					res, err := buildOne(pctx, g.node.Client, r, name, boots, o, chs[j], g.platforms, dirs[j])
+					if err != nil {
+						return fmt.Errorf("on node %s (%s): %w", g.node.Name, g.node.Address, err)
+					}
+					parts[j] = res
+					return nil
+				})
+			}
+			if err := peg.Wait(); err != nil {
 				return logs.explain(recipes.KindImage+"."+name, err)
 			}
+			img := r.Image(name)
+			dir := filepath.Join(o.outDir, name)
+			var index map[string]string
+			if len(img.Platforms) > 1 {
+				index = staticAnnotations(r, img, o.epoch)
+			}
+			dgst, err := mergeParts(dir, dirs, index, img.Tags)
+			if err != nil {
+				return fmt.Errorf("image %s: merging the nodes' images: %w", name, err)
+			}
+			os.RemoveAll(partsDir(o.outDir, name))
+			res := &ImageResult{Address: recipes.KindImage + "." + name, LayoutDir: dir, Tags: img.Tags, Digest: dgst}
+			for j, part := range parts {
+				res.Platforms = append(res.Platforms, part.Platforms...)
+				for _, p := range part.Platforms {
+					res.Nodes = append(res.Nodes, NodeReport{Platform: p, Node: groups[j].node.Name, Duration: part.Duration})
+				}
+			}
+			res.Duration = time.Since(start)
 			results[i] = res
 			return nil
 		})
@@ -284,6 +368,9 @@ func bootstrapSources(ctx context.Context, r *recipes.Recipe, srcs []recipes.Sou
 	return out, nil
 }
 
+// ScratchImage is the base image name that stands for an empty file system, as in a Dockerfile.
+const ScratchImage = "scratch"
+
 // gatewayResolver pins bases through the BuildKit gateway of a running build.
 type gatewayResolver struct {
 	gw    gwclient.Client
@@ -328,6 +415,10 @@ func (g *gatewayResolver) ResolveBase(ctx context.Context, src recipes.Source, p
 			return nil, fmt.Errorf("%s is not a base", src.Ref.Addr())
 		}
 	}
+	if ref == ScratchImage {
+		// FROM scratch, as in a Dockerfile: an empty file system, for static binaries and data.
+		return &Base{State: llb.Scratch().Platform(p), Config: ocispecs.Image{Platform: p}, Ref: ScratchImage}, nil
+	}
 	named, err := reference.ParseNormalizedNamed(ref)
 	if err != nil {
 		return nil, fmt.Errorf("image reference %q: %w", ref, err)
@@ -351,14 +442,19 @@ func (g *gatewayResolver) ResolveBase(ctx context.Context, src recipes.Source, p
 	return &Base{State: llb.Image(pinned, llb.Platform(p), llb.WithCustomName("base "+full)), Config: cfg, Ref: full, Digest: dgst}, nil
 }
 
-func buildOne(ctx context.Context, c *client.Client, r *recipes.Recipe, name string, boots map[string]*BootstrapResult, o buildOptions, ch chan *client.SolveStatus) (*ImageResult, error) {
+// buildOne builds one image target in one solve on c. only, when set, restricts it to those of
+// its platforms (one node's share, see BuildOn), written to dir, untagged; otherwise it writes
+// every platform to OUTDIR/NAME.
+func buildOne(ctx context.Context, c *client.Client, r *recipes.Recipe, name string, boots map[string]*BootstrapResult, o buildOptions, ch chan *client.SolveStatus, only []ocispecs.Platform, dir string) (*ImageResult, error) {
 	img := r.Image(name)
 	if img == nil {
 		close(ch)
 		return nil, fmt.Errorf("no image %q in the recipe", name)
 	}
 	start := time.Now()
-	dir := filepath.Join(o.outDir, name)
+	if only == nil {
+		dir = filepath.Join(o.outDir, name)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		close(ch)
 		return nil, err
@@ -367,7 +463,7 @@ func buildOne(ctx context.Context, c *client.Client, r *recipes.Recipe, name str
 		string(exptypes.OptKeyOCITypes): "true",
 		"tar":                           "false",
 	}
-	if len(img.Tags) > 0 {
+	if len(img.Tags) > 0 && only == nil {
 		attrs[string(exptypes.OptKeyName)] = strings.Join(img.Tags, ",")
 	}
 	frontendAttrs := map[string]string{}
@@ -389,6 +485,7 @@ func buildOne(ctx context.Context, c *client.Client, r *recipes.Recipe, name str
 	var lowered *Lowered
 	buildFunc := func(ctx context.Context, gw gwclient.Client) (*gwclient.Result, error) {
 		l := NewLowerer(r, &gatewayResolver{gw: gw, r: r, boots: boots}, o.epoch, o.platform)
+		l.only = only
 		low, err := l.Lower(ctx, name)
 		if err != nil {
 			return nil, err
@@ -445,7 +542,7 @@ func buildOne(ctx context.Context, c *client.Client, r *recipes.Recipe, name str
 	// annotations come from the recipe alone here and the bases from the lowering below.
 	for k, v := range staticAnnotations(r, img, o.epoch) {
 		attrs["annotation."+k] = v
-		if len(img.Platforms) > 1 {
+		if len(img.Platforms) > 1 && (only == nil || len(only) > 1) {
 			attrs["annotation-index."+k] = v
 		}
 	}

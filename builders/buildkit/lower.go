@@ -64,8 +64,11 @@ type Lowerer struct {
 	resolver BaseResolver
 	epoch    *time.Time
 	defaults []ocispecs.Platform
-	maps     map[string]*llb.SourceMap
-	done     map[string]*Lowered
+	// only, when set, restricts every image to those of its platforms (one node's share of a
+	// build on several nodes).
+	only []ocispecs.Platform
+	maps map[string]*llb.SourceMap
+	done map[string]*Lowered
 }
 
 // NewLowerer returns a Lowerer for a loaded, checked recipe. epoch is SOURCE_DATE_EPOCH (nil when
@@ -146,6 +149,20 @@ func indexPlatform(ps []ocispecs.Platform, p ocispecs.Platform) int {
 }
 
 func (l *Lowerer) platformsOf(img *recipes.Image) ([]ocispecs.Platform, error) {
+	all, err := l.allPlatformsOf(img)
+	if err != nil || l.only == nil {
+		return all, err
+	}
+	var out []ocispecs.Platform
+	for _, p := range all {
+		if indexPlatform(l.only, p) >= 0 {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func (l *Lowerer) allPlatformsOf(img *recipes.Image) ([]ocispecs.Platform, error) {
 	if len(img.Platforms) == 0 {
 		return l.defaults, nil
 	}

@@ -186,11 +186,12 @@ func (b *buildRun) run() error {
 
 	ctx, stop := pipeline.SignalContext(b.cmd.Context())
 	defer stop()
-	c, err := connectFromFlags(b.cmd)
+	bc, err := connectBuilder(b.cmd)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer bc.Close()
+	c := bc.primary // machine images and in-image checks build for this machine's platform
 
 	kc := recipeKeychain(b.r)
 	opts := []buildkit.BuildOption{
@@ -213,7 +214,7 @@ func (b *buildRun) run() error {
 	}
 	rep := &buildkit.Report{}
 	if len(images) > 0 {
-		if rep, err = buildkit.Build(ctx, c, b.r, images, opts...); err != nil {
+		if rep, err = buildkit.BuildOn(ctx, bc.nodes, b.r, images, opts...); err != nil {
 			if ctx.Err() != nil {
 				return exitf(ExitInterrupted, "interrupted: %s", b.r.Redact(err.Error()))
 			}
@@ -373,6 +374,16 @@ func (b *buildRun) summary(rep *buildkit.Report, machines []*machineOutcome, too
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", mo.address, shortDigest(sum), "kernel "+mo.kernel, humanBytes(mo.size), strings.Join(paths, ", "))
 	}
 	w.Flush()
+	for _, img := range rep.Images {
+		if len(img.Nodes) == 0 {
+			continue
+		}
+		var on []string
+		for _, n := range img.Nodes {
+			on = append(on, fmt.Sprintf("%s on %s (%s)", n.Platform, n.Node, n.Duration.Round(100*time.Millisecond)))
+		}
+		fmt.Fprintf(b.cmd.OutOrStdout(), "%s built %s\n", img.Address, strings.Join(on, ", "))
+	}
 	fmt.Fprintf(b.cmd.OutOrStdout(), "%d/%d steps from cache, %s. Manifest: %s\n", rep.CacheHits(), len(rep.Steps),
 		took.Round(100*time.Millisecond), filepath.Join(b.outDir, "manifest.json"))
 }
