@@ -34,12 +34,17 @@ const (
 func newBuilderCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "builder",
-		Short: "Show, clean up and stop the BuildKit daemon gpuforge builds with",
+		Short: "List builders, show, clean up and stop the BuildKit daemon gpuforge builds with",
 		Long: `The builder is the BuildKit daemon gpuforge builds with: the one --builder names
 (unix:///path/to/buildkitd.sock, or tcp://host:port with --tlscacert, --tlscert and --tlskey),
 else the one BUILDKIT_HOST names, else gpuforge's own local buildkitd, which gpuforge starts
 when it is not running and which keeps running between builds. Its state (build cache, socket,
-log) is under $GPUFORGE_STATE_DIR, else $XDG_STATE_HOME/gpuforge, else ~/.local/state/gpuforge.`,
+log) is under $GPUFORGE_STATE_DIR, else $XDG_STATE_HOME/gpuforge, else ~/.local/state/gpuforge.
+
+--builder may also name a builder of several nodes (BuildKit daemons, each with the platforms it
+builds natively) defined in the builders file: $GPUFORGE_BUILDERS, else
+$XDG_CONFIG_HOME/gpuforge/builders.hcl. A multi-platform image is built on the nodes of its
+platforms and merged into one index. ls lists the builders, inspect shows one's nodes.`,
 		Args: cobra.NoArgs,
 	}
 	cmd.AddCommand(newBuilderLsCmd(), newBuilderInspectCmd(), newBuilderStatusCmd(), newBuilderDUCmd(), newBuilderPruneCmd(), newBuilderStopCmd())

@@ -108,7 +108,7 @@ Exit codes: 0 success, 1 recipe errors, 2 usage errors, 3 unformatted files (fmt
 	root.PersistentFlags().String(tlsCACertFlag, "", "CA certificate (PEM) that signed a tcp:// builder's certificate")
 	root.PersistentFlags().String(tlsCertFlag, "", "client certificate (PEM) for a tcp:// builder that requires mutual TLS")
 	root.PersistentFlags().String(tlsKeyFlag, "", "key (PEM) of the client certificate")
-	root.PersistentFlags().String("builder", "", "BuildKit daemon to use: unix:///path or tcp://host:port (default $BUILDKIT_HOST, else a local daemon gpuforge starts)")
+	root.PersistentFlags().String("builder", "", "BuildKit daemon to use: unix:///path, tcp://host:port, or a builder's name from the builders file (default $BUILDKIT_HOST, else a local daemon gpuforge starts)")
 	root.AddCommand(newCheckCmd(), newPlanCmd(), newFmtCmd(), newVersionCmd(), newBuildCmd(), newBuilderCmd(),
 		newPushCmd(), newCopyCmd(), newInspectCmd(), newValidateCmd())
 	root.AddCommand(newBootCmd(), newAMICmd())
