@@ -121,6 +121,8 @@ type ImageRecord struct {
 	PushedTo     []string `json:"pushed_to,omitempty"`  // references pushed, by digest: "r.example.com/ml/trainer@sha256:<hex>"
 	OCILayout    string   `json:"oci_layout,omitempty"` // OCI image layout directory written, if any
 	Tarball      string   `json:"tarball,omitempty"`    // image tarball written, if any
+	// BuiltOn names, per platform, the node of a builder of several nodes that built it.
+	BuiltOn map[string]string `json:"built_on,omitempty"`
 }
 
 // DiskRecord is one disk image file of a machine image.

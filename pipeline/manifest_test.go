@@ -49,6 +49,7 @@ func fullManifest() *Manifest {
 		PushedTo:     []string{"registry.example.com/ml/trainer@sha256:" + strings.Repeat("a", 64)},
 		OCILayout:    "out/trainer/oci",
 		Tarball:      "out/trainer/linux-amd64.tar",
+		BuiltOn:      map[string]string{"linux/amd64": "x86"},
 	})
 	m.RecordTarget("gpu-node", TargetMachineImage)
 	m.RecordDisk("gpu-node", DiskRecord{Format: "raw", Path: "out/gpu-node/disk.raw",

@@ -259,6 +259,12 @@ func (b *buildRun) run() error {
 		name := strings.TrimPrefix(img.Address, recipes.KindImage+".")
 		b.manifest.RecordTarget(img.Address, pipeline.TargetImage)
 		rec := pipeline.ImageRecord{Digest: img.Digest.String(), Tags: img.Tags, OCILayout: img.LayoutDir, Size: layoutSize(img.LayoutDir)}
+		for _, n := range img.Nodes {
+			if rec.BuiltOn == nil {
+				rec.BuiltOn = map[string]string{}
+			}
+			rec.BuiltOn[n.Platform] = n.Node
+		}
 		rec.Platform = strings.Join(img.Platforms, ",")
 		for _, o := range b.r.Image(name).Outputs {
 			out, _ := recipes.ParseOutput(o)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/gpuforge/gpuforge/builders/buildkit"
 	"github.com/gpuforge/gpuforge/internal/testenv"
+	"github.com/gpuforge/gpuforge/pipeline"
 	"github.com/gpuforge/gpuforge/recipes"
 )
 
@@ -136,6 +137,13 @@ image "nowhere" {
 		}
 	}
 	local := mergedPlatforms(t, filepath.Join(out, "multi"), tag, 0)
+	m, err := pipeline.ReadManifestFile(filepath.Join(out, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec := m.Target("image.multi"); rec == nil || len(rec.Images) != 1 || rec.Images[0].BuiltOn["linux/amd64"] != "amd64" || rec.Images[0].BuiltOn["linux/arm64"] != "arm64" {
+		t.Errorf("the build manifest's record of image.multi = %+v; want built_on naming each platform's node", rec)
+	}
 	// Each platform landed on its node: the daemon's build history holds the build of that
 	// platform, and not of the other one.
 	for _, n := range []struct {
