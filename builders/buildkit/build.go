@@ -515,12 +515,27 @@ func buildOne(ctx context.Context, c *client.Client, r *recipes.Recipe, name str
 				return nil, err
 			}
 			key := platforms.FormatAll(p)
+			// The base's config tells the exporter which layers are the base's, so that
+			// rewrite-timestamp (SOURCE_DATE_EPOCH) leaves them as they are, as the Dockerfile
+			// frontend does; without it every build recompresses the whole base.
+			var baseCfg []byte
+			if b := low.Bases[i]; b != nil && len(b.Config.RootFS.DiffIDs) > 0 {
+				if baseCfg, err = json.Marshal(b.Config); err != nil {
+					return nil, err
+				}
+			}
 			if len(low.Platforms) == 1 {
 				res.SetRef(ref)
 				res.AddMeta(exptypes.ExporterImageConfigKey, cfg)
+				if baseCfg != nil {
+					res.AddMeta(exptypes.ExporterImageBaseConfigKey, baseCfg)
+				}
 			} else {
 				res.AddRef(key, ref)
 				res.AddMeta(exptypes.ExporterImageConfigKey+"/"+key, cfg)
+				if baseCfg != nil {
+					res.AddMeta(exptypes.ExporterImageBaseConfigKey+"/"+key, baseCfg)
+				}
 			}
 			expPlatforms.Platforms = append(expPlatforms.Platforms, exptypes.Platform{ID: key, Platform: p})
 		}
