@@ -261,6 +261,7 @@ func BuildOn(ctx context.Context, nodes []*Node, r *recipes.Recipe, names []stri
 		}
 		eg.Go(func() error {
 			start := time.Now()
+			defer os.RemoveAll(partsDir(o.outDir, name)) // the nodes' layouts, merged or not
 			parts := make([]*ImageResult, len(groups))
 			dirs := make([]string, len(groups))
 			peg, pctx := errgroup.WithContext(ectx)
@@ -288,7 +289,6 @@ func BuildOn(ctx context.Context, nodes []*Node, r *recipes.Recipe, names []stri
 			if err != nil {
 				return fmt.Errorf("image %s: merging the nodes' images: %w", name, err)
 			}
-			os.RemoveAll(partsDir(o.outDir, name))
 			res := &ImageResult{Address: recipes.KindImage + "." + name, LayoutDir: dir, Tags: img.Tags, Digest: dgst}
 			for j, part := range parts {
 				res.Platforms = append(res.Platforms, part.Platforms...)

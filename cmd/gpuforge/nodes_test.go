@@ -137,6 +137,9 @@ image "nowhere" {
 		}
 	}
 	local := mergedPlatforms(t, filepath.Join(out, "multi"), tag, 0)
+	if _, err := os.Stat(filepath.Join(out, ".multi.nodes")); !os.IsNotExist(err) {
+		t.Errorf("the nodes' layouts are left in %s after the merge (stat: %v)", out, err)
+	}
 	m, err := pipeline.ReadManifestFile(filepath.Join(out, "manifest.json"))
 	if err != nil {
 		t.Fatal(err)
