@@ -133,8 +133,8 @@ func (b *planner) add(s *Stage) *Stage {
 // source plans the stage that provides an image's filesystem and returns its ID.
 func (b *planner) source(src recipes.Source) string {
 	if src.Ref == nil {
-		if src.Image == "" {
-			return ""
+		if src.Image == "" || src.Image == recipes.ScratchImage {
+			return "" // nothing to resolve: an empty file system
 		}
 		runs := []string{"resolve " + src.Image}
 		if strings.HasPrefix(src.Image, "nvcr.io/") {

@@ -191,3 +191,27 @@ func FuzzPlan(f *testing.F) {
 		_ = p.WriteText(&sb)
 	})
 }
+
+// TestPlanScratchHasNothingToResolve: from = "scratch" is an empty file system, not an image to
+// resolve; a real reference is resolved.
+func TestPlanScratchHasNothingToResolve(t *testing.T) {
+	r := loadRecipe(t, `
+image "static" {
+  from = "scratch"
+}
+image "debian" {
+  from = "docker.io/library/debian:bookworm"
+}
+`)
+	p, err := NewPlan(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := strings.Join(stageIDs(p), " ")
+	if strings.Contains(ids, "image-ref.scratch") {
+		t.Errorf("stages %s resolve scratch", ids)
+	}
+	if !strings.Contains(ids, "image-ref.docker.io/library/debian:bookworm/resolve") {
+		t.Errorf("stages %s do not resolve the registry base", ids)
+	}
+}

@@ -15,6 +15,10 @@ import (
 	"github.com/hashicorp/hcl/v2/hclparse"
 )
 
+// ScratchImage is the image name that stands for an empty file system, as FROM scratch does in a
+// Dockerfile: `from = "scratch"`.
+const ScratchImage = "scratch"
+
 // BuildersEnv names the environment variable that gives the builders file's path.
 const BuildersEnv = "GPUFORGE_BUILDERS"
 

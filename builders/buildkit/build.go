@@ -368,9 +368,6 @@ func bootstrapSources(ctx context.Context, r *recipes.Recipe, srcs []recipes.Sou
 	return out, nil
 }
 
-// ScratchImage is the base image name that stands for an empty file system, as in a Dockerfile.
-const ScratchImage = "scratch"
-
 // gatewayResolver pins bases through the BuildKit gateway of a running build.
 type gatewayResolver struct {
 	gw    gwclient.Client
@@ -415,9 +412,9 @@ func (g *gatewayResolver) ResolveBase(ctx context.Context, src recipes.Source, p
 			return nil, fmt.Errorf("%s is not a base", src.Ref.Addr())
 		}
 	}
-	if ref == ScratchImage {
+	if ref == recipes.ScratchImage {
 		// FROM scratch, as in a Dockerfile: an empty file system, for static binaries and data.
-		return &Base{State: llb.Scratch().Platform(p), Config: ocispecs.Image{Platform: p}, Ref: ScratchImage}, nil
+		return &Base{State: llb.Scratch().Platform(p), Config: ocispecs.Image{Platform: p}, Ref: recipes.ScratchImage}, nil
 	}
 	named, err := reference.ParseNormalizedNamed(ref)
 	if err != nil {
