@@ -98,7 +98,7 @@ build: ## build bin/gpuforge
 	CGO_ENABLED=1 CGO_CFLAGS=-Wno-deprecated-declarations $(GO) build -ldflags '-X main.version=$(VERSION)' -o bin/gpuforge ./cmd/gpuforge
 
 test: setup build lint ## everything CI runs: gofmt and vet, all tests with the real daemons, then fuzz
-	GPUFORGE_REQUIRE_TOOLS=1 PATH="$(CURDIR)/bin:$$PATH" $(GO) test -count=1 -timeout 30m ./...
+	GPUFORGE_REQUIRE_TOOLS=1 PATH="$(CURDIR)/bin:$$PATH" $(GO) test -count=1 -timeout 45m ./...
 	$(MAKE) --no-print-directory fuzz
 
 unit: ## go test ./... with no setup (tests needing daemons skip)
