@@ -11,13 +11,7 @@
 # Prints each time and the ratio warm/cold (lower is better).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-make --no-print-directory build >/dev/null
-work=$(mktemp -d)
-trap 'kill $(cat "$work/bk.pid" 2>/dev/null) 2>/dev/null || true; sleep 1; rm -rf "$work"' EXIT
-sock="$work/bk.sock"
-bin/buildkitd --root "$work/root" --addr "unix://$sock" --oci-worker=true --containerd-worker=false >"$work/bk.log" 2>&1 &
-echo $! >"$work/bk.pid"
-for _ in $(seq 50); do bin/buildctl --addr "unix://$sock" debug workers >/dev/null 2>&1 && break; sleep 0.2; done
+. bench/lib.sh
 export GPUFORGE_STATE_DIR="$work/state"
 
 cp examples/gpu-node-debian.hcl "$work/recipe.hcl"
