@@ -21,12 +21,15 @@
 # with localhost rewritten to QEMU's host address 10.0.2.2), ACCEL (Packer's accelerator, default tcg:
 # nested KVM fails on the machines this was written on; kvm where /dev/kvm works), KEEP=1 (keep
 # the work directory: disks, logs, the VMs' consoles; kept anyway on failure), STEPS (default
-# "base gpuforge packer"; "base packer" skips the gpuforge runs, "gpuforge" runs only those).
+# "base gpuforge packer"; "base packer" skips the gpuforge runs, "gpuforge" runs only those),
+# PACKER_RUNS (default "cold warm"; "warm" bakes only the warm image: each bake is a full provisioning,
+# about 80 minutes under TCG, so a warm-only run fits beside an earlier cold one).
 #
 # Prints each time as it finishes, then the four times and the ratios Packer/gpuforge.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 STEPS=${STEPS:-base gpuforge packer}
+PACKER_RUNS=${PACKER_RUNS:-cold warm}
 ACCEL=${ACCEL:-tcg}
 if [ -z "${GPUFORGE:-}" ]; then
 	make --no-print-directory build >/dev/null
@@ -77,6 +80,9 @@ secs() {
 	awk -v s="$s" -v e="$e" 'BEGIN {printf "%.1f", e - s}'
 }
 load() { cut -d ' ' -f 1-3 /proc/loadavg; }
+# The load average each minute, to tell an idle machine's figures from a busy one's.
+while sleep 60; do echo "$(date -u +%T) $(load)"; done >"$work/load.log" &
+pids+=($!)
 
 base_t= gf_cold= gf_warm= pk_cold= pk_warm= gf_boot_cold= gf_boot_warm=
 if [[ " $STEPS " == *" base "* || " $STEPS " == *" packer "* ]]; then
@@ -122,13 +128,20 @@ if [[ " $STEPS " == *" packer "* ]]; then
 			-var "efi_firmware_vars=$efi_vars" -var "console_log=$work/$1-console.log" \
 			-var "accelerator=$ACCEL" bench/packer
 	}
-	pk_cold=$(secs "$work/packer-cold.log" pk packer-cold '["pciutils"]')
-	echo "Packer cold (boot, provision, shut down, compact):   ${pk_cold} s  [load $(load)]"
-	grep '^.*provision: \[' "$work/packer-cold.log" | sed 's/^.*provision: /  /' || true
-	pk_warm=$(secs "$work/packer-warm.log" pk packer-warm '["pciutils", "less"]')
-	echo "Packer warm, less added (the same again):            ${pk_warm} s  [load $(load)]"
-	grep '^.*provision: \[' "$work/packer-warm.log" | sed 's/^.*provision: /  /' || true
-	echo "disks: Packer $(du -h --apparent-size "$work/packer-warm/gpu-node-debian.qcow2" | cut -f1) qcow2 ($(du -h "$work/packer-warm/gpu-node-debian.qcow2" | cut -f1) allocated)"
+	if [[ " $PACKER_RUNS " == *" cold "* ]]; then
+		pk_cold=$(secs "$work/packer-cold.log" pk packer-cold '["pciutils"]')
+		echo "Packer cold (boot, provision, shut down, compact):   ${pk_cold} s  [load $(load)]"
+		grep '^.*provision: \[' "$work/packer-cold.log" | sed 's/^.*provision: /  /' || true
+		last=packer-cold
+	fi
+	if [[ " $PACKER_RUNS " == *" warm "* ]]; then
+		pk_warm=$(secs "$work/packer-warm.log" pk packer-warm '["pciutils", "less"]')
+		echo "Packer warm, less added (the same again):            ${pk_warm} s  [load $(load)]"
+		grep '^.*provision: \[' "$work/packer-warm.log" | sed 's/^.*provision: /  /' || true
+		last=packer-warm
+	fi
+	[ -n "${last:-}" ] || { echo "packer.sh: PACKER_RUNS names neither cold nor warm" >&2; exit 1; }
+	echo "disks: Packer $(du -h --apparent-size "$work/$last/gpu-node-debian.qcow2" | cut -f1) qcow2 ($(du -h "$work/$last/gpu-node-debian.qcow2" | cut -f1) allocated)"
 fi
 
 echo
@@ -140,4 +153,4 @@ row cold "$gf_cold" "$pk_cold"
 row "warm (+less)" "$gf_warm" "$pk_warm"
 [ -n "$base_t" ] && [ -n "$pk_cold" ] && [ -n "$gf_cold" ] &&
 	awk -v b="$base_t" -v g="$gf_cold" -v p="$pk_cold" 'BEGIN {printf "cold, Packer + its base disk: %.1f s, %.1fx gpuforge cold\n", b + p, (b + p) / g}'
-echo "load average at the end: $(load)"
+echo "load average at the end: $(load); each minute: $work/load.log (highest 1-minute: $(sort -k2 -g "$work/load.log" | tail -1 | cut -d ' ' -f 2))"
