@@ -23,13 +23,15 @@
 # the work directory: disks, logs, the VMs' consoles; kept anyway on failure), STEPS (default
 # "base gpuforge packer"; "base packer" skips the gpuforge runs, "gpuforge" runs only those),
 # PACKER_RUNS (default "cold warm"; "warm" bakes only the warm image: each bake is a full provisioning,
-# about 80 minutes under TCG, so a warm-only run fits beside an earlier cold one).
+# an hour or more under TCG, so a warm-only run fits beside an earlier cold one).
 #
 # Prints each time as it finishes, then the four times and the ratios Packer/gpuforge.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 STEPS=${STEPS:-base gpuforge packer}
 PACKER_RUNS=${PACKER_RUNS:-cold warm}
+[[ " $PACKER_RUNS " == *" cold "* || " $PACKER_RUNS " == *" warm "* ]] ||
+	{ echo "packer.sh: PACKER_RUNS=\"$PACKER_RUNS\" names neither cold nor warm" >&2; exit 1; }
 ACCEL=${ACCEL:-tcg}
 if [ -z "${GPUFORGE:-}" ]; then
 	make --no-print-directory build >/dev/null
@@ -140,7 +142,6 @@ if [[ " $STEPS " == *" packer "* ]]; then
 		grep '^.*provision: \[' "$work/packer-warm.log" | sed 's/^.*provision: /  /' || true
 		last=packer-warm
 	fi
-	[ -n "${last:-}" ] || { echo "packer.sh: PACKER_RUNS names neither cold nor warm" >&2; exit 1; }
 	echo "disks: Packer $(du -h --apparent-size "$work/$last/gpu-node-debian.qcow2" | cut -f1) qcow2 ($(du -h "$work/$last/gpu-node-debian.qcow2" | cut -f1) allocated)"
 fi
 
