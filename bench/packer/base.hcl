@@ -2,7 +2,8 @@
 # bootstrapped Debian bookworm minbase and the same cloud kernel as examples/gpu-node-debian.hcl,
 # with gpuforge's host packages (systemd, cloud-init, openssh-server, sudo, ...), but no NVIDIA
 # driver, no docker and no extra packages: Packer installs those over SSH. cloud-init in the disk
-# reads the NoCloud seed Packer attaches (cd_label "cidata") to let Packer's SSH key in.
+# reads the NoCloud seed Packer serves over HTTP (its address in the SMBIOS serial number, see
+# gpu-node-debian.pkr.hcl) to let Packer's SSH key in.
 #
 #   gpuforge build --skip-boot-check -t packer-base bench/packer/base.hcl
 
